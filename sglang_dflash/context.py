@@ -1,0 +1,35 @@
+"""Target-feature capture -> draft context KV ("KV injection").
+
+The draft's context K/V for a committed token comes from the target's captured layer outputs
+for that token (fc -> hidden_norm -> each draft layer's k/v projection), written at the same KV
+slot index the target uses for the token, so a radix-cache hit finds both caches filled.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sglang_dflash.draft_model import DFlashDraftModel
+
+
+def select_committed(block_width: int, commit_lens: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the committed positions of a [bs, block_width] block (row-major)."""
+    offsets = torch.arange(block_width, device=commit_lens.device)
+    keep = offsets.unsqueeze(0) < commit_lens.unsqueeze(1)
+    return keep.reshape(-1).nonzero().squeeze(1)
+
+
+@torch.no_grad()
+def write_context_kv(
+    draft_model: DFlashDraftModel,
+    kv_pool,
+    features: torch.Tensor,
+    positions: torch.Tensor,
+    cache_locs: torch.Tensor,
+) -> None:
+    """Project ``features`` [N, K*H] of tokens at ``positions`` [N] into every draft layer's KV at ``cache_locs``."""
+    if features.shape[0] == 0:
+        return
+    per_layer = draft_model.context_kv(positions, features)
+    for layer, (k, v) in zip(draft_model.layers, per_layer):
+        kv_pool.set_kv_buffer(layer.self_attn.attn, cache_locs, k, v)

@@ -1,0 +1,122 @@
+"""Every change sglang-dflash makes inside SGLang 0.5.17, registered in one place.
+
+Applied at runtime through SGLang's plugin HookRegistry in every SGLang process; no SGLang file
+on disk is edited.  patches/README.md lists the same hooks for reviewers.  With
+``SGLANG_DFLASH_IMPL=builtin`` only the logging hook is installed and SGLang's own DFLASH runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+import sglang_dflash
+
+logger = logging.getLogger("sglang_dflash")
+
+IMPL_ENV = "SGLANG_DFLASH_IMPL"
+OURS, BUILTIN = "sglang-dflash", "builtin"
+
+
+def active_impl() -> str:
+    value = os.environ.get(IMPL_ENV, OURS).strip().lower()
+    if value in ("builtin", "sglang"):
+        return BUILTIN
+    if value in ("", "ours", OURS, "sglang_dflash"):
+        return OURS
+    raise ValueError(f"{IMPL_ENV}={value!r}: expected '{OURS}' (default) or '{BUILTIN}'")
+
+
+def _create_worker(original, self, server_args):
+    """Hands the scheduler our worker class for DFLASH, and names the active implementation."""
+    if not self.is_dflash():
+        return original(self, server_args)
+    if active_impl() == BUILTIN:
+        cls = original(self, server_args)
+        logger.info("DFLASH implementation: SGLang built-in (%s.%s), selected by %s=builtin",
+                    cls.__module__, cls.__qualname__, IMPL_ENV)
+        return cls
+    from sglang_dflash.worker import DFlashWorker
+
+    logger.info("DFLASH implementation: sglang-dflash %s (%s.%s)",
+                sglang_dflash.__version__, DFlashWorker.__module__, DFlashWorker.__qualname__)
+    return DFlashWorker
+
+
+def _handle_dflash(server_args) -> None:
+    from sglang_dflash.integration.server_args import handle_dflash_server_args
+
+    handle_dflash_server_args(server_args)
+
+
+def _get_model_architecture(original, model_config):
+    """The draft checkpoint's ``DFlashDraftModel`` architecture loads our draft model class."""
+    cls, arch = original(model_config)
+    if arch == "DFlashDraftModel":
+        from sglang_dflash.draft_model import DFlashDraftModel
+
+        return DFlashDraftModel, arch
+    return cls, arch
+
+
+def _resolve_aux_hidden_state(*, config, server_args, model_config, spec_algorithm, is_draft_worker) -> None:
+    """Which target layers the target captures for the draft: decided by our config parser."""
+    if not spec_algorithm.is_dflash() or is_draft_worker:
+        return _ORIGINALS["aux"](config=config, server_args=server_args, model_config=model_config,
+                                 spec_algorithm=spec_algorithm, is_draft_worker=is_draft_worker)
+    from sglang_dflash.integration.server_args import load_draft_config
+
+    draft = load_draft_config(server_args, model_config.hf_config)
+    config.dflash_use_aux_hidden_state = True
+    config.dflash_draft_num_layers = draft.num_layers
+    config.dflash_target_layer_ids = list(draft.target_layer_ids)
+
+
+def _validate_request(req, enable_overlap):
+    from sglang_dflash.integration.requests import unsupported_reason
+
+    return unsupported_reason(req)
+
+
+def _torch_native_forward_extend(original, self, q, k, v, layer, forward_batch, save_kv_cache=True):
+    """SGLang's torch_native backend reads a TARGET_VERIFY batch as a plain extend with no
+    extend lengths.  A verify (or draft) block is an extend of ``draft_token_num`` tokens after
+    ``seq_lens`` committed ones: present it that way for the duration of the call."""
+    if not forward_batch.forward_mode.is_target_verify():
+        return original(self, q, k, v, layer, forward_batch, save_kv_cache)
+    fb = forward_batch
+    saved = fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens
+    width = int(fb.spec_info.draft_token_num)
+    fb.extend_prefix_lens = fb.seq_lens
+    fb.extend_seq_lens = torch.full_like(fb.seq_lens, width)
+    fb.seq_lens = fb.seq_lens + width
+    try:
+        return original(self, q, k, v, layer, fb, save_kv_cache)
+    finally:
+        fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens = saved
+
+
+_ORIGINALS: dict = {}
+_AUX = "sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state._resolve_dflash_aux_hidden_state"
+
+
+def install() -> None:
+    impl = active_impl()
+    HookRegistry.register("sglang.srt.speculative.spec_info.SpeculativeAlgorithm.create_worker",
+                          _create_worker, HookType.AROUND)
+    if impl == BUILTIN:
+        return
+    import pkgutil
+
+    _ORIGINALS["aux"] = pkgutil.resolve_name(_AUX)
+    HookRegistry.register("sglang.srt.arg_groups.speculative_hook._handle_dflash", _handle_dflash, HookType.REPLACE)
+    HookRegistry.register(_AUX, _resolve_aux_hidden_state, HookType.REPLACE)
+    HookRegistry.register("sglang.srt.model_loader.loader.get_model_architecture",
+                          _get_model_architecture, HookType.AROUND)
+    HookRegistry.register("sglang.srt.managers.scheduler.validate_dflash_request", _validate_request, HookType.REPLACE)
+    HookRegistry.register("sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
+                          _torch_native_forward_extend, HookType.AROUND)

@@ -1,0 +1,126 @@
+"""Server-argument handling for ``--speculative-algorithm DFLASH`` when our worker is active.
+
+Runs in the launcher process before any model is built, so a bad draft or a bad flag fails in
+seconds with one message that names the problem.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from sglang_dflash.config import (
+    DraftConfig,
+    DraftConfigError,
+    check_draft_weights,
+    load_json_config,
+    parse_draft_config,
+    target_shape_from_config,
+)
+
+logger = logging.getLogger("sglang_dflash")
+
+GPU_DRAFT_BACKENDS = ("fa4", "triton", "fa3", "flashinfer")
+CPU_DRAFT_BACKENDS = ("torch_native",)
+
+
+class DFlashArgError(ValueError):
+    pass
+
+
+def _read_config(path: str, what: str, server_args) -> dict:
+    if os.path.isdir(path):
+        return load_json_config(path, what)
+    if os.path.exists(path):
+        raise DraftConfigError("path", f"{path!r} is a file; give the checkpoint directory", what)
+    try:  # a hub id: let SGLang/transformers fetch the config
+        from sglang.srt.utils.hf_transformers_utils import get_config
+
+        return get_config(path, trust_remote_code=server_args.trust_remote_code).to_dict()
+    except Exception as e:  # noqa: BLE001 - any failure here means "cannot read it"
+        raise DraftConfigError("path", f"cannot read a config from {path!r}: {e}", what) from None
+
+
+def load_draft_config(server_args, target_hf_config: Any = None) -> DraftConfig:
+    """Parse and validate the draft checkpoint against the target (config and, when local and not
+    dummy-loaded, the weight shapes)."""
+    if target_hf_config is None:
+        target_hf_config = _read_config(server_args.model_path, server_args.model_path, server_args)
+    target = target_shape_from_config(target_hf_config)
+    path = server_args.speculative_draft_model_path
+    what = f"draft {path}"
+    draft_cfg = _read_config(path, what, server_args)
+    try:
+        cfg = parse_draft_config(draft_cfg, target, server_args.speculative_num_draft_tokens)
+    except DraftConfigError as e:
+        raise DraftConfigError(e.field, str(e).split(": ", 2)[-1], what) from None
+    dummy = (server_args.speculative_draft_load_format or server_args.load_format) == "dummy"
+    if os.path.isdir(path) and not dummy:
+        check_draft_weights(path, cfg)
+    return cfg
+
+
+def _resolve_draft_backend(server_args) -> str:
+    on_cpu = server_args.device == "cpu"
+    allowed = CPU_DRAFT_BACKENDS if on_cpu else GPU_DRAFT_BACKENDS
+    backend = server_args.speculative_draft_attention_backend
+    if backend is None:
+        if on_cpu:
+            backend = "torch_native"
+        else:
+            backend = "fa4" if importlib.util.find_spec("flash_attn") else "triton"
+    if backend not in allowed:
+        raise DFlashArgError(
+            f"DFLASH (sglang-dflash): --speculative-draft-attention-backend {backend!r} is not supported "
+            f"on device {server_args.device!r}; choose one of {', '.join(allowed)}"
+        )
+    return backend
+
+
+def handle_dflash_server_args(server_args) -> None:
+    """Replaces SGLang's ``_handle_dflash``: same scheduler accounting, our checks and defaults."""
+    device = server_args.device or "cuda"
+    if not (device.startswith("cuda") or device == "cpu"):
+        raise DFlashArgError(f"DFLASH (sglang-dflash) runs on cuda or cpu, not on device {device!r}")
+    if server_args.pp_size != 1:
+        raise DFlashArgError("DFLASH (sglang-dflash) needs --pp-size 1")
+    if server_args.enable_dp_attention:
+        raise DFlashArgError("DFLASH (sglang-dflash) does not support --enable-dp-attention")
+    if server_args.speculative_draft_model_path is None:
+        raise DFlashArgError("DFLASH needs --speculative-draft-model-path (a DFlash draft checkpoint)")
+    if server_args.speculative_draft_window_size is not None:
+        raise DFlashArgError("DFLASH (sglang-dflash) does not support --speculative-draft-window-size")
+
+    block = server_args.speculative_dflash_block_size
+    if block is not None:
+        if server_args.speculative_num_draft_tokens not in (None, block):
+            raise DFlashArgError(
+                "--speculative-num-draft-tokens and --speculative-dflash-block-size differ "
+                f"({server_args.speculative_num_draft_tokens} vs {block}); DFLASH uses one block size"
+            )
+        server_args.speculative_num_draft_tokens = block
+    # EAGLE-style fields still size generic scheduler buffers: a DFlash block is one step of width B.
+    for name in ("speculative_num_steps", "speculative_eagle_topk"):
+        if getattr(server_args, name) not in (None, 1):
+            logger.warning("DFLASH ignores --%s=%s (it is always 1)", name.replace("_", "-"), getattr(server_args, name))
+        setattr(server_args, name, 1)
+
+    cfg = load_draft_config(server_args)
+    server_args.speculative_num_draft_tokens = cfg.block_size
+    server_args.speculative_draft_attention_backend = _resolve_draft_backend(server_args)
+
+    if device == "cpu" and not server_args.disable_overlap_schedule:
+        server_args.disable_overlap_schedule = True
+        logger.info("DFLASH on CPU runs without the overlap scheduler")
+    if server_args.max_running_requests is None:
+        server_args.max_running_requests = 48
+    if server_args.enable_mixed_chunk:
+        server_args.enable_mixed_chunk = False
+        logger.info("DFLASH disables mixed chunked prefill")
+    logger.info(
+        "DFLASH (sglang-dflash): block %d, %d draft layers, target layers %s, mask id %d, draft backend %s",
+        cfg.block_size, cfg.num_layers, list(cfg.target_layer_ids), cfg.mask_token_id,
+        server_args.speculative_draft_attention_backend,
+    )

@@ -1,0 +1,73 @@
+"""KV bookkeeping between steps: the per-request state the scheduler carries, and slot reservation.
+
+Each decode step writes a whole block (B positions) into the target and draft KV.  Before the
+step, every request's allocation is grown to cover ``committed + lookahead`` positions; after it,
+only ``commit_lens`` of them hold committed tokens.  The rejected positions' slots stay reserved
+and are the first slots the next block overwrites, so a request never holds more than
+``committed + lookahead`` slots, and SGLang frees them all when the request finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+
+from sglang.srt.mem_cache.allocation import alloc_for_spec_decode
+from sglang.srt.speculative.spec_info import SpecInput, SpecInputType
+
+
+def reservation_lengths(committed: List[int], allocated: List[int], lookahead: int) -> List[int]:
+    """Allocation target per request: never shrinks, always covers the next block."""
+    return [max(a, c + lookahead) for c, a in zip(committed, allocated)]
+
+
+@dataclass
+class DraftState(SpecInput):
+    """What one step hands the next: each request's bonus token (verified, not yet in the KV)."""
+
+    bonus_tokens: torch.Tensor  # [bs] int64
+    lookahead: int = 0
+
+    # The scheduler's generic spec plumbing reads these; DFlash carries nothing in them.
+    topk_p: Optional[torch.Tensor] = None
+    topk_index: Optional[torch.Tensor] = None
+    hidden_states: Optional[torch.Tensor] = None
+    future_indices: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        super().__init__(spec_input_type=SpecInputType.DFLASH_DRAFT)
+        self.num_tokens_per_req = 1
+        self.num_tokens_for_logprob_per_req = 1
+
+    def prepare_for_decode(self, batch) -> None:
+        """Reserve KV slots for the coming block (called by the scheduler before each decode)."""
+        reqs = batch.reqs
+        if not reqs:
+            return
+        committed = [int(r.kv_committed_len) for r in reqs]
+        allocated = [int(r.kv.kv_allocated_len) for r in reqs]
+        target = reservation_lengths(committed, allocated, self.lookahead)
+        cur_cpu = torch.tensor(allocated, dtype=torch.int64)
+        nxt_cpu = torch.tensor(target, dtype=torch.int64)
+        alloc_for_spec_decode(
+            batch.tree_cache,
+            batch.req_to_token_pool,
+            reqs=reqs,
+            req_pool_indices=batch.req_pool_indices,
+            cur_kv_lens=cur_cpu.to(batch.device),
+            cur_kv_lens_cpu=cur_cpu,
+            nxt_kv_lens=nxt_cpu.to(batch.device),
+            nxt_kv_lens_cpu=nxt_cpu,
+            num_needed_tokens=int((nxt_cpu - cur_cpu).sum()),
+            batch=batch,
+        )
+        batch.seq_lens_cpu = torch.tensor(committed, dtype=torch.int64)
+        batch.seq_lens_sum = sum(committed)
+
+    def filter_batch(self, new_indices: torch.Tensor, new_indices_cpu: Optional[List[int]] = None) -> None:
+        self.bonus_tokens = self.bonus_tokens[new_indices]
+
+    def merge_batch(self, other: "DraftState") -> None:
+        self.bonus_tokens = torch.cat([self.bonus_tokens, other.bonus_tokens])

@@ -1,0 +1,173 @@
+"""The DFLASH speculative worker that SGLang's scheduler drives (spec-v2 interface).
+
+One decode step: block preparation -> one draft forward -> greedy draft tokens -> one target
+verify forward -> acceptance -> draft context KV for the committed tokens.  The scheduler then
+commits ``accept_lens`` tokens per request, applies stop conditions token by token, and keeps
+the bonus token in ``next_draft_input`` for the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+
+import torch
+
+from sglang.srt.managers.utils import GenerationBatchResult
+from sglang.srt.model_executor.forward_batch_info import CaptureHiddenMode
+from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
+from sglang.srt.speculative.draft_worker_common import build_draft_tp_worker
+
+from sglang_dflash.acceptance import greedy_accept
+from sglang_dflash.block import prepare_block
+from sglang_dflash.config import parse_draft_config, target_shape_from_config
+from sglang_dflash.context import select_committed, write_context_kv
+from sglang_dflash.drafting import draft_forward, greedy_draft_tokens
+from sglang_dflash.draft_model import DFlashDraftModel
+from sglang_dflash.kv_cache import DraftState
+from sglang_dflash.verification import verify_forward
+
+logger = logging.getLogger("sglang_dflash")
+
+
+class DFlashWorker(BaseSpecWorker):
+    def __init__(self, server_args, gpu_id: int, ps, nccl_port: int, target_worker) -> None:
+        super().__init__()
+        self.server_args = server_args
+        self._target_worker = target_worker
+        self.device = target_worker.device
+        bundle = build_draft_tp_worker(
+            server_args=server_args,
+            gpu_id=gpu_id,
+            ps=replace(ps, pp_rank=0),
+            nccl_port=nccl_port,
+            target_model_config=target_worker.model_runner.model_config,
+            algo_label="DFLASH",
+            attention_backend_override=server_args.speculative_draft_attention_backend,
+        )
+        self._draft_worker = bundle.draft_worker
+        self.draft_runner = bundle.draft_model_runner
+        self.draft_model: DFlashDraftModel = bundle.draft_model
+        target_cfg = target_worker.model_runner.model_config.hf_config
+        self.cfg = parse_draft_config(
+            self.draft_runner.model_config.hf_config,
+            target_shape_from_config(target_cfg),
+            server_args.speculative_num_draft_tokens,
+        )
+        self.block_size = self.cfg.block_size
+        target_model = target_worker.model_runner.model
+        self.draft_model.bind_target(target_model.get_input_embeddings())
+        self.lm_head_weight = target_model.lm_head.weight
+        # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
+        self.lookahead = self.block_size
+        self.tp_rank = ps.tp_rank
+        self.stats = {"steps": 0, "committed": 0}
+        if self.tp_rank == 0:
+            logger.info(
+                "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
+                self.block_size, type(self.draft_model).__name__, self.cfg.num_layers,
+                list(self.cfg.layer_causal), bundle.resolved_attention_backend,
+            )
+
+    # --- what the scheduler needs from a spec worker besides the forward ---------------------
+    @property
+    def draft_worker(self):
+        return self._draft_worker
+
+    @property
+    def spec_v2_attn_backends(self) -> tuple:
+        return (self._target_worker.model_runner.attn_backend, self.draft_runner.attn_backend)
+
+    def alloc_memory_pool(self, memory_pool_config=None, req_to_token_pool=None, token_to_kv_pool_allocator=None):
+        # The draft shares the target's slot space: same req_to_token table and allocator.
+        self._draft_worker.alloc_memory_pool(
+            memory_pool_config=memory_pool_config,
+            req_to_token_pool=req_to_token_pool,
+            token_to_kv_pool_allocator=token_to_kv_pool_allocator,
+        )
+
+    def init_attention_backends(self):
+        self._draft_worker.init_attention_backends()
+
+    def init_cuda_graphs(self):
+        self._draft_worker.init_cuda_graphs(capture_decode_cuda_graph=False)
+
+    def __getattr__(self, name):
+        # Everything else (memory info, weight updates, ...) is the target worker's business.
+        if name == "_target_worker":
+            raise AttributeError(name)
+        return getattr(self._target_worker, name)
+
+    # --- the forward -------------------------------------------------------------------------
+    def forward_batch_generation(self, batch, on_publish=None, grammar_barrier=None) -> GenerationBatchResult:
+        if batch.forward_mode.is_extend() or batch.is_extend_in_batch:
+            result = self._prefill(batch)
+        elif batch.forward_mode.is_idle() or batch.batch_size() == 0:
+            result = self._idle()
+        else:
+            result = self._decode(batch)
+        if on_publish is not None:
+            on_publish(result.new_seq_lens)
+        return result
+
+    def _idle(self) -> GenerationBatchResult:
+        empty = torch.empty((0,), dtype=torch.int64, device=self.device)
+        return GenerationBatchResult(
+            logits_output=None,
+            next_token_ids=empty,
+            accept_lens=empty.to(torch.int32),
+            next_draft_input=DraftState(bonus_tokens=empty, lookahead=self.lookahead),
+            can_run_cuda_graph=False,
+            speculative_num_draft_tokens=self.block_size,
+            new_seq_lens=empty,
+        )
+
+    def _prefill(self, batch) -> GenerationBatchResult:
+        """Target prefill (any chunk) capturing features; the chunk's tokens go straight into the
+        draft context KV, before the scheduler can share them through the radix cache."""
+        result = self.target_worker.forward_batch_generation(batch, capture_hidden_mode=CaptureHiddenMode.FULL)
+        features = result.logits_output.hidden_states
+        if features is None:
+            raise RuntimeError("DFLASH: the target returned no captured hidden states for the prefill")
+        positions = torch.cat([
+            torch.arange(p, p + n, dtype=torch.int64) for p, n in zip(batch.prefix_lens, batch.extend_lens)
+        ]).to(self.device)
+        write_context_kv(self.draft_model, self.draft_runner.token_to_kv_pool, features, positions,
+                         batch.out_cache_loc.to(torch.int64))
+        result.logits_output.hidden_states = None
+        result.next_draft_input = DraftState(bonus_tokens=result.next_token_ids.to(torch.int64), lookahead=self.lookahead)
+        result.new_seq_lens = batch.seq_lens
+        return result
+
+    def _decode(self, batch) -> GenerationBatchResult:
+        state: DraftState = batch.spec_info
+        seq_lens = batch.seq_lens
+        block = prepare_block(
+            state.bonus_tokens, seq_lens, batch.req_pool_indices,
+            self.target_worker.model_runner.req_to_token_pool.req_to_token,
+            self.cfg.mask_token_id, self.block_size,
+        )
+        hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
+        drafts = greedy_draft_tokens(hidden, self.lm_head_weight)
+        tokens = torch.cat([block.token_ids[:, :1], drafts], dim=1)
+
+        logits_output, can_graph = verify_forward(self.target_worker, batch, block, tokens)
+        target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
+        acc = greedy_accept(tokens, target_top1)
+
+        keep = select_committed(self.block_size, acc.commit_lens)
+        write_context_kv(
+            self.draft_model, self.draft_runner.token_to_kv_pool,
+            logits_output.hidden_states[keep], block.positions.reshape(-1)[keep], block.cache_locs.reshape(-1)[keep],
+        )
+        logits_output.hidden_states = None
+        return GenerationBatchResult(
+            logits_output=logits_output,
+            next_token_ids=acc.out_tokens.reshape(-1),
+            accept_lens=acc.commit_lens.to(torch.int32),
+            next_draft_input=DraftState(bonus_tokens=acc.bonus, lookahead=self.lookahead),
+            can_run_cuda_graph=can_graph,
+            speculative_num_draft_tokens=self.block_size,
+            new_seq_lens=seq_lens + acc.commit_lens.to(seq_lens.dtype),
+        )
