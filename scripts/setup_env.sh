@@ -31,7 +31,7 @@ export PIP_CONSTRAINT="$CONS" PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q torch==2.13.0
 pip install -q --no-deps sglang==0.5.17
 pip install -q -r "$ENV_DIR/requirements-cpu.txt"
-pip install -q pytest==9.2.0 scipy
+pip install -q pytest==9.2.0 pytest-timeout scipy
 SHIM=$(mktemp -d); cp -r "$ENV_DIR/sgl_kernel_cpu_shim/." "$SHIM/"
 pip install -q --no-build-isolation "$SHIM"; rm -rf "$SHIM"
 SP=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

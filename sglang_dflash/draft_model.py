@@ -134,9 +134,9 @@ class DFlashDraftModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self._embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
-    def bind_target(self, embed: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def bind_target(self, target_model: nn.Module) -> None:
         """Use the target's input embedding (Gemma's includes its sqrt(hidden) scale)."""
-        self._embed = embed
+        self._embed = target_model.get_input_embeddings()
 
     def fuse_features(self, features: torch.Tensor) -> torch.Tensor:
         """[N, K*H] concatenated target layer outputs -> [N, H] draft context."""

@@ -9,7 +9,6 @@ the bonus token in ``next_draft_input`` for the next step.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import replace
 
 import torch
@@ -57,12 +56,11 @@ class DFlashWorker(BaseSpecWorker):
         )
         self.block_size = self.cfg.block_size
         target_model = target_worker.model_runner.model
-        self.draft_model.bind_target(target_model.get_input_embeddings())
+        self.draft_model.bind_target(target_model)
         self.lm_head_weight = target_model.lm_head.weight
         # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
         self.lookahead = self.block_size
         self.tp_rank = ps.tp_rank
-        self.stats = {"steps": 0, "committed": 0}
         if self.tp_rank == 0:
             logger.info(
                 "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
@@ -86,6 +84,8 @@ class DFlashWorker(BaseSpecWorker):
             req_to_token_pool=req_to_token_pool,
             token_to_kv_pool_allocator=token_to_kv_pool_allocator,
         )
+        if self.tp_rank == 0:
+            logger.info("sglang-dflash draft KV pool: %s", type(self.draft_runner.token_to_kv_pool).__name__)
 
     def init_attention_backends(self):
         self._draft_worker.init_attention_backends()

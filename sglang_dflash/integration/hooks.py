@@ -105,7 +105,15 @@ _AUX = "sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state.
 
 
 def install() -> None:
-    impl = active_impl()
+    try:
+        impl = active_impl()
+    except ValueError as e:
+        # SGLang's plugin loader only logs exceptions; fail the launch itself instead.
+        def refuse(server_args, error=e):
+            raise error
+
+        HookRegistry.register("sglang.srt.arg_groups.speculative_hook._handle_dflash", refuse, HookType.REPLACE)
+        return
     HookRegistry.register("sglang.srt.speculative.spec_info.SpeculativeAlgorithm.create_worker",
                           _create_worker, HookType.AROUND)
     if impl == BUILTIN:

@@ -1,0 +1,114 @@
+"""Test helpers: tiny models built once per checkout, and real SGLang servers started and stopped by PID."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import requests
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
+BUILDER = os.path.join(ROOT, "scripts", "make_tiny_models.py")
+STARTUP_TIMEOUT = float(os.environ.get("SGLANG_DFLASH_TEST_STARTUP_TIMEOUT", "420"))
+
+
+def tiny_models(dtype: str = "float32") -> str:
+    """Directory with the tiny models, rebuilt whenever the builder script changes."""
+    with open(BUILDER, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    out = os.path.join(ROOT, ".models", f"{dtype}-{digest}")
+    if not os.path.exists(os.path.join(out, ".complete")):
+        subprocess.run([sys.executable, BUILDER, out, "--dtype", dtype], check=True)
+        open(os.path.join(out, ".complete"), "w").close()
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_server_args(model: str, port: int) -> list[str]:
+    return [
+        "--model-path", model, "--device", "cpu", "--attention-backend", "torch_native",
+        "--dtype", "float32", "--mem-fraction-static", "0.05", "--max-total-tokens", "16384",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
+    ]
+
+
+def dflash_args(draft: str, block: int = 16) -> list[str]:
+    return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", draft,
+            "--speculative-num-draft-tokens", str(block)]
+
+
+def server_env(extra: Optional[dict] = None) -> dict:
+    env = dict(os.environ)
+    env.update({"SGLANG_USE_CPU_ENGINE": "1", "TORCHDYNAMO_DISABLE": "1", "PYTHONUNBUFFERED": "1"})
+    env["PYTHONPATH"] = TESTS + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str, log_path: str) -> None:
+        self.proc, self.url, self.log_path = proc, url, log_path
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+@contextmanager
+def server(args: list[str], log_path: str, env: Optional[dict] = None) -> Iterator[Server]:
+    """``python -m sglang.launch_server ARGS`` (the unchanged SGLang command), healthy or failed."""
+    port = int(args[args.index("--port") + 1])
+    url = f"http://127.0.0.1:{port}"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server", *args], stdout=log,
+                            stderr=subprocess.STDOUT, env=server_env(env), start_new_session=True)
+    srv = Server(proc, url, log_path)
+    try:
+        deadline = time.time() + STARTUP_TIMEOUT
+        while True:
+            if not srv.alive():
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{srv.log()[-4000:]}")
+            try:
+                if requests.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT}s:\n{srv.log()[-4000:]}")
+            time.sleep(1)
+        yield srv
+    finally:
+        stop(proc)
+        log.close()
+
+
+def run_launcher(args: list[str], env: Optional[dict] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the launch command expecting it to fail (bad flags or draft): returns its output."""
+    return subprocess.run([sys.executable, "-m", "sglang.launch_server", *args], capture_output=True, text=True,
+                          env=server_env(env), timeout=timeout)

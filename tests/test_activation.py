@@ -1,0 +1,57 @@
+"""Installing the package is enough: SGLang's plugin loader activates our DFLASH in every process,
+and SGLANG_DFLASH_IMPL=builtin hands DFLASH back to SGLang's own worker."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import cpu_server_args, dflash_args, free_port, run_launcher, server_env, tiny_models
+
+PROBE = """
+from sglang.srt.plugins import load_plugins
+load_plugins()
+from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+cls = SpeculativeAlgorithm.from_string("DFLASH").create_worker(None)
+print("WORKER", cls.__module__ + "." + cls.__qualname__)
+"""
+
+
+def worker_class(env_extra):
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=server_env(env_extra),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [l for l in out.stdout.splitlines() if l.startswith("WORKER")][0].split()[1]
+
+
+def test_entry_point_is_registered():
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep.value for ep in entry_points(group="sglang.srt.plugins")}
+    assert eps.get("sglang_dflash") == "sglang_dflash.integration.plugin:load"
+
+
+def test_default_is_ours_and_switch_selects_builtin():
+    assert worker_class({}) == "sglang_dflash.worker.DFlashWorker"
+    assert worker_class({"SGLANG_DFLASH_IMPL": "builtin"}) == "sglang.srt.speculative.dflash_worker_v2.DFlashWorkerV2"
+
+
+@pytest.mark.slow
+def test_bad_switch_value_fails_the_launch():
+    models = tiny_models()
+    args = cpu_server_args(os.path.join(models, "qwen3"), free_port()) + dflash_args(os.path.join(models, "qwen3-dflash"))
+    out = run_launcher(args, env={"SGLANG_DFLASH_IMPL": "nonsense"}, timeout=240)
+    assert out.returncode != 0
+    assert "SGLANG_DFLASH_IMPL='nonsense'" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_builtin_switch_reaches_sglangs_own_argument_handling():
+    """SGLang's built-in DFLASH refuses CPU devices in its own argument handler: reaching that
+    message through the unchanged launch command proves the switch hands DFLASH back to SGLang."""
+    models = tiny_models()
+    args = cpu_server_args(os.path.join(models, "qwen3"), free_port()) + dflash_args(os.path.join(models, "qwen3-dflash"))
+    out = run_launcher(args, env={"SGLANG_DFLASH_IMPL": "builtin"}, timeout=240)
+    assert out.returncode != 0
+    assert "DFLASH speculative decoding only supports CUDA and NPU devices" in out.stdout + out.stderr

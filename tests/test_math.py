@@ -1,0 +1,71 @@
+"""The pure pieces of the worker against plain-Python references."""
+
+import random
+
+import pytest
+import torch
+
+from sglang_dflash.acceptance import greedy_accept
+from sglang_dflash.block import prepare_block
+from sglang_dflash.context import select_committed
+from sglang_dflash.kv_cache import reservation_lengths
+
+
+def reference_accept(block, top1):
+    """Token by token, as greedy decoding of the target would emit them."""
+    out = []
+    for i in range(1, len(block)):
+        if block[i] != top1[i - 1]:
+            return out, top1[i - 1]
+        out.append(block[i])
+    return out, top1[-1]
+
+
+@pytest.mark.parametrize("width", [2, 5, 16])
+def test_greedy_accept_matches_reference(width):
+    rng = random.Random(width)
+    rows = 64
+    block = torch.randint(0, 4, (rows, width))
+    top1 = torch.randint(0, 4, (rows, width))
+    # Make long accepted runs common: copy the target's choice with high probability.
+    for r in range(rows):
+        for i in range(1, width):
+            if rng.random() < 0.8:
+                block[r, i] = top1[r, i - 1]
+    acc = greedy_accept(block, top1)
+    for r in range(rows):
+        accepted, bonus = reference_accept(block[r].tolist(), top1[r].tolist())
+        a = len(accepted)
+        assert acc.accept_lens[r] == a
+        assert acc.commit_lens[r] == a + 1
+        assert acc.bonus[r] == bonus
+        assert acc.out_tokens[r, : a + 1].tolist() == accepted + [bonus]
+
+
+def test_greedy_accept_extremes():
+    top1 = torch.tensor([[7, 8, 9, 10]])
+    all_right = greedy_accept(torch.tensor([[1, 7, 8, 9]]), top1)
+    assert all_right.commit_lens.tolist() == [4] and all_right.out_tokens[0].tolist() == [7, 8, 9, 10]
+    first_wrong = greedy_accept(torch.tensor([[1, 6, 8, 9]]), top1)
+    assert first_wrong.commit_lens.tolist() == [1] and first_wrong.bonus.tolist() == [7]
+
+
+def test_prepare_block():
+    req_to_token = torch.arange(4 * 40).view(4, 40) + 1000
+    seq_lens = torch.tensor([3, 0, 17])
+    pools = torch.tensor([2, 0, 3])
+    block = prepare_block(torch.tensor([11, 12, 13]), seq_lens, pools, req_to_token, mask_token_id=5, block_size=4)
+    for r in range(3):
+        L = int(seq_lens[r])
+        assert block.token_ids[r].tolist() == [[11, 12, 13][r], 5, 5, 5]
+        assert block.positions[r].tolist() == list(range(L, L + 4))
+        assert block.cache_locs[r].tolist() == [int(req_to_token[pools[r], p]) for p in range(L, L + 4)]
+
+
+def test_select_committed():
+    idx = select_committed(4, torch.tensor([1, 4, 2]))
+    assert idx.tolist() == [0, 4, 5, 6, 7, 8, 9]
+
+
+def test_reservation_never_shrinks_and_covers_block():
+    assert reservation_lengths([10, 10, 5], [10, 40, 21], 16) == [26, 40, 21]

@@ -1,0 +1,78 @@
+"""The same greedy workload sent to a plain server and to a DFLASH server, through every API."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+TIMEOUT = 600
+
+
+def prompts(n: int = 8, vocab: int = 1900, long_every: int = 3) -> list[list[int]]:
+    """Token-id prompts of varied length (tokenizers differ across Python versions; ids do not).
+    Every ``long_every``-th prompt is long enough to be split by a small --chunked-prefill-size."""
+    out = []
+    for i in range(n):
+        length = 150 + 7 * i if i % long_every == 0 else 5 + 9 * i
+        out.append([3 + (i * 131 + j * 17 + (j * j) % 29) % (vocab - 3) for j in range(length)])
+    return out
+
+
+def generate(url: str, input_ids, max_new_tokens: int = 64, **sampling) -> list | dict:
+    params = {"temperature": 0, "max_new_tokens": max_new_tokens, "ignore_eos": True, **sampling}
+    r = requests.post(url + "/generate", json={"input_ids": input_ids, "sampling_params": params}, timeout=TIMEOUT)
+    r.raise_for_status()
+    return r.json()
+
+
+def collect(url: str, ids: list[list[int]], max_new_tokens: int = 64) -> dict:
+    """Outputs keyed by scenario; two servers must return identical dicts."""
+    res: dict = {}
+    res["one_at_a_time"] = [generate(url, p, max_new_tokens)["output_ids"] for p in ids]
+    res["batch"] = [o["output_ids"] for o in generate(url, ids, max_new_tokens)]
+    with ThreadPoolExecutor(4) as pool:
+        res["concurrent"] = list(pool.map(lambda p: generate(url, p, max_new_tokens)["output_ids"], ids))
+    comp = requests.post(url + "/v1/completions", json={
+        "model": "default", "prompt": ids[:4], "max_tokens": max_new_tokens, "temperature": 0}, timeout=TIMEOUT)
+    comp.raise_for_status()
+    res["v1_completions"] = [c["text"] for c in sorted(comp.json()["choices"], key=lambda c: c["index"])]
+    res["chat"], res["chat_stream"] = [], []
+    for q in ("What is the capital of France?", "Write a haiku about speculative decoding."):
+        body = {"model": "default", "messages": [{"role": "user", "content": q}], "max_tokens": max_new_tokens,
+                "temperature": 0}
+        r = requests.post(url + "/v1/chat/completions", json=body, timeout=TIMEOUT)
+        r.raise_for_status()
+        res["chat"].append(r.json()["choices"][0]["message"]["content"])
+        res["chat_stream"].append(stream_chat(url, body))
+    res["frontend"] = frontend_program(url)
+    return res
+
+
+def stream_chat(url: str, body: dict) -> str:
+    text = []
+    with requests.post(url + "/v1/chat/completions", json={**body, "stream": True}, stream=True, timeout=TIMEOUT) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            delta = json.loads(line[6:])["choices"][0]["delta"]
+            text.append(delta.get("content") or "")
+    return "".join(text)
+
+
+def frontend_program(url: str) -> list[dict]:
+    """An SGLang frontend-language program (gen + select) through RuntimeEndpoint."""
+    import sglang as sgl
+
+    @sgl.function
+    def qa(s, question):
+        s += "Question: " + question + "\nAnswer:"
+        s += sgl.gen("answer", max_tokens=32, temperature=0)
+        s += "\nConfidence: " + sgl.select("confidence", choices=["high", "medium", "low"])
+
+    backend = sgl.RuntimeEndpoint(url)
+    states = qa.run_batch([{"question": q} for q in ("Why is the sky blue?", "Name a prime number.")],
+                          backend=backend, num_threads=2)
+    return [{"answer": st["answer"], "confidence": st["confidence"]} for st in states]
