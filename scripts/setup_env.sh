@@ -6,7 +6,9 @@
 #   - torch 2.13.0 (CPU build; pinned through PIP_CONSTRAINT, else any dependency drags in a
 #     multi-GB CUDA torch),
 #   - sglang==0.5.17 with --no-deps plus the locked runtime dependencies (scripts/cpu_env/),
-#   - an import-only stand-in for SGLang's CUDA kernel package (scripts/cpu_env/sgl_kernel_cpu_shim),
+#   - an import-only stand-in for SGLang's CUDA kernel package (scripts/cpu_env/sgl_kernel_cpu_shim)
+#     and one for torchvision (none on PyPI loads beside the CPU torch; transformers' Gemma-4
+#     processor imports it unconditionally),
 #   - four small textual fixes to the installed SGLang that only the CPU dev environment needs
 #     (scripts/cpu_env/0*.patch: torchvision-less import, text-only Gemma-4 on CPU, torch_native
 #     with a hybrid sliding-window pool, xgrammar on CPU).  None of this is part of the product:
@@ -32,8 +34,9 @@ pip install -q torch==2.13.0
 pip install -q --no-deps sglang==0.5.17
 pip install -q -r "$ENV_DIR/requirements-cpu.txt"
 pip install -q pytest==9.2.0 pytest-timeout scipy
-SHIM=$(mktemp -d); cp -r "$ENV_DIR/sgl_kernel_cpu_shim/." "$SHIM/"
-pip install -q --no-build-isolation "$SHIM"; rm -rf "$SHIM"
+for stub in sgl_kernel_cpu_shim torchvision_import_stub; do   # built from a temp copy: keeps the tree clean
+  TMP=$(mktemp -d); cp -r "$ENV_DIR/$stub/." "$TMP/"; pip install -q --no-build-isolation "$TMP"; rm -rf "$TMP"
+done
 SP=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 for p in "$ENV_DIR"/0*.patch; do
   patch -s -p1 -d "$SP" --no-backup-if-mismatch < "$p"; echo "[setup_env] applied $(basename "$p")"

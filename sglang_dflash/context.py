@@ -12,13 +12,6 @@ import torch
 from sglang_dflash.draft_model import DFlashDraftModel
 
 
-def select_committed(block_width: int, commit_lens: torch.Tensor) -> torch.Tensor:
-    """Flat indices of the committed positions of a [bs, block_width] block (row-major)."""
-    offsets = torch.arange(block_width, device=commit_lens.device)
-    keep = offsets.unsqueeze(0) < commit_lens.unsqueeze(1)
-    return keep.reshape(-1).nonzero().squeeze(1)
-
-
 @torch.no_grad()
 def write_context_kv(
     draft_model: DFlashDraftModel,

@@ -21,10 +21,12 @@ from sglang.srt.speculative.draft_worker_common import build_draft_tp_worker
 from sglang_dflash.acceptance import greedy_accept
 from sglang_dflash.block import prepare_block
 from sglang_dflash.config import parse_draft_config, target_shape_from_config
-from sglang_dflash.context import select_committed, write_context_kv
+from sglang_dflash.context import write_context_kv
+from sglang_dflash.controlled_acceptance import ControlledAcceptance
 from sglang_dflash.drafting import draft_forward, greedy_draft_tokens
 from sglang_dflash.draft_model import DFlashDraftModel
 from sglang_dflash.kv_cache import DraftState
+from sglang_dflash.profiling import PhaseTimer
 from sglang_dflash.verification import verify_forward
 
 logger = logging.getLogger("sglang_dflash")
@@ -61,6 +63,8 @@ class DFlashWorker(BaseSpecWorker):
         # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
         self.lookahead = self.block_size
         self.tp_rank = ps.tp_rank
+        self.timer = PhaseTimer.from_env(self.device)
+        self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
         if self.tp_rank == 0:
             logger.info(
                 "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
@@ -91,7 +95,8 @@ class DFlashWorker(BaseSpecWorker):
         self._draft_worker.init_attention_backends()
 
     def init_cuda_graphs(self):
-        self._draft_worker.init_cuda_graphs(capture_decode_cuda_graph=False)
+        # SGLang decides (CUDA graphs on a GPU unless disabled); the draft graph holds one block forward.
+        self._draft_worker.init_cuda_graphs()
 
     def __getattr__(self, name):
         # Everything else (memory info, weight updates, ...) is the target worker's business.
@@ -126,6 +131,8 @@ class DFlashWorker(BaseSpecWorker):
     def _prefill(self, batch) -> GenerationBatchResult:
         """Target prefill (any chunk) capturing features; the chunk's tokens go straight into the
         draft context KV, before the scheduler can share them through the radix cache."""
+        if self.timer is not None:
+            self.timer.idle()
         result = self.target_worker.forward_batch_generation(batch, capture_hidden_mode=CaptureHiddenMode.FULL)
         features = result.logits_output.hidden_states
         if features is None:
@@ -140,7 +147,13 @@ class DFlashWorker(BaseSpecWorker):
         result.new_seq_lens = batch.seq_lens
         return result
 
+    def _mark(self, phase: str) -> None:
+        if self.timer is not None:
+            self.timer.mark(phase)
+
     def _decode(self, batch) -> GenerationBatchResult:
+        if self.timer is not None:
+            self.timer.start()
         state: DraftState = batch.spec_info
         seq_lens = batch.seq_lens
         block = prepare_block(
@@ -148,20 +161,31 @@ class DFlashWorker(BaseSpecWorker):
             self.target_worker.model_runner.req_to_token_pool.req_to_token,
             self.cfg.mask_token_id, self.block_size,
         )
+        self._mark("prepare")
         hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
         drafts = greedy_draft_tokens(hidden, self.lm_head_weight)
+        if self.controlled is not None:
+            drafts = self.controlled.override(batch.reqs, drafts)
         tokens = torch.cat([block.token_ids[:, :1], drafts], dim=1)
+        self._mark("draft")
 
         logits_output, can_graph = verify_forward(self.target_worker, batch, block, tokens)
+        self._mark("verify")
         target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
         acc = greedy_accept(tokens, target_top1)
+        self._mark("accept")
 
-        keep = select_committed(self.block_size, acc.commit_lens)
+        # Every block position is projected, committed or not: a rejected position's slot lies
+        # inside the next block, whose draft forward rewrites it before anything reads it.
+        # Projecting B rows instead of selecting the committed ones avoids a host sync.
         write_context_kv(
             self.draft_model, self.draft_runner.token_to_kv_pool,
-            logits_output.hidden_states[keep], block.positions.reshape(-1)[keep], block.cache_locs.reshape(-1)[keep],
+            logits_output.hidden_states, block.positions.reshape(-1), block.cache_locs.reshape(-1),
         )
         logits_output.hidden_states = None
+        self._mark("context_kv")
+        if self.timer is not None:
+            self.timer.end()
         return GenerationBatchResult(
             logits_output=logits_output,
             next_token_ids=acc.out_tokens.reshape(-1),

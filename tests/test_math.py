@@ -7,7 +7,6 @@ import torch
 
 from sglang_dflash.acceptance import greedy_accept
 from sglang_dflash.block import prepare_block
-from sglang_dflash.context import select_committed
 from sglang_dflash.kv_cache import reservation_lengths
 
 
@@ -60,11 +59,6 @@ def test_prepare_block():
         assert block.token_ids[r].tolist() == [[11, 12, 13][r], 5, 5, 5]
         assert block.positions[r].tolist() == list(range(L, L + 4))
         assert block.cache_locs[r].tolist() == [int(req_to_token[pools[r], p]) for p in range(L, L + 4)]
-
-
-def test_select_committed():
-    idx = select_committed(4, torch.tensor([1, 4, 2]))
-    assert idx.tolist() == [0, 4, 5, 6, 7, 8, 9]
 
 
 def test_reservation_never_shrinks_and_covers_block():

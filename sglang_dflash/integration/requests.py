@@ -10,8 +10,9 @@ PREFIX = "DFLASH (sglang-dflash) cannot serve this request losslessly yet: "
 def unsupported_reason(req) -> Optional[str]:
     """None when the request is served; otherwise the error message returned to the client."""
     sp = req.sampling_params
-    # Prompt scoring (no new tokens, e.g. the frontend's select) is a plain target prefill.
-    if req.return_logprob and sp.max_new_tokens != 0:
+    if sp.max_new_tokens == 0:
+        return None  # prompt scoring (e.g. the frontend's select) is a plain target prefill
+    if req.return_logprob:
         return PREFIX + "return_logprob / logprobs of generated tokens are not supported."
     if getattr(req, "grammar", None) is not None or any(
         getattr(sp, f, None) for f in ("json_schema", "regex", "ebnf", "structural_tag")

@@ -1,0 +1,86 @@
+"""Benchmark-only: controlled acceptance on random (dummy) weights.
+
+With dummy weights the draft is never right, so a benchmark would only ever see 1 token per step.
+This mode keeps the real draft forward (its cost stays real) but replaces its proposals by the
+target's own greedy continuation, recorded from a plain run with the same dummy weights, cut at a
+position drawn so that the mean acceptance length matches a requested value.  The target still
+verifies every block, so output stays the target's own.
+
+Never active unless both variables are set; logged loudly when it is:
+  SGLANG_DFLASH_BENCH_ACCEPT=8.59                     mean tokens per step to aim for
+  SGLANG_DFLASH_BENCH_CONTINUATIONS=/path/cont.json   {"prompt ids joined by ,": [greedy output ids]}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from typing import Optional
+
+import torch
+
+logger = logging.getLogger("sglang_dflash")
+
+
+def expected_commit(p_wrong: float, width: int) -> float:
+    """Mean tokens per step when each draft is independently wrong with probability p_wrong:
+    accepted drafts ~ Geometric, capped at width - 1, plus the bonus token."""
+    q = 1.0 - p_wrong
+    return 1.0 + sum(q**k for k in range(1, width))
+
+
+def solve_p_wrong(mean_commit: float, width: int) -> float:
+    if not 1.0 <= mean_commit <= width:
+        raise ValueError(f"SGLANG_DFLASH_BENCH_ACCEPT={mean_commit} must lie in [1, {width}]")
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expected_commit(mid, width) > mean_commit else (lo, mid)
+    return (lo + hi) / 2
+
+
+class ControlledAcceptance:
+    def __init__(self, mean_commit: float, continuations: dict[str, list[int]], width: int, seed: int = 0) -> None:
+        self.mean_commit = mean_commit
+        self.p_wrong = solve_p_wrong(mean_commit, width)
+        self.continuations = continuations
+        self.rng = random.Random(seed)
+        self.misses = 0
+
+    @classmethod
+    def from_env(cls, width: int) -> Optional["ControlledAcceptance"]:
+        accept, path = os.environ.get("SGLANG_DFLASH_BENCH_ACCEPT"), os.environ.get("SGLANG_DFLASH_BENCH_CONTINUATIONS")
+        if not accept and not path:
+            return None
+        if not (accept and path):
+            raise ValueError("controlled acceptance needs both SGLANG_DFLASH_BENCH_ACCEPT and SGLANG_DFLASH_BENCH_CONTINUATIONS")
+        with open(path) as f:
+            conts = json.load(f)
+        mode = cls(float(accept), conts, width)
+        logger.warning(
+            "BENCHMARK-ONLY MODE: controlled acceptance is ON (mean %.2f tokens/step, %d recorded continuations). "
+            "Draft proposals are replaced by recorded target output; never use this for serving.",
+            mode.mean_commit, len(conts),
+        )
+        return mode
+
+    def override(self, reqs, drafts: torch.Tensor) -> torch.Tensor:
+        """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on."""
+        rows = drafts.tolist()
+        width = drafts.shape[1]
+        for i, req in enumerate(reqs):
+            cont = self.continuations.get(",".join(map(str, req.origin_input_ids)))
+            done = len(req.output_ids)
+            if cont is None or done + width > len(cont):
+                self.misses += 1
+                continue
+            accepted = 0
+            while accepted < width and self.rng.random() >= self.p_wrong:
+                accepted += 1
+            row = cont[done : done + width]
+            if accepted < width:
+                row[accepted] ^= 1  # any token but the target's (vocabularies have even sizes)
+            rows[i] = row
+        return torch.tensor(rows, dtype=drafts.dtype, device=drafts.device)

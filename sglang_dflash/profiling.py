@@ -1,0 +1,77 @@
+"""Per-phase timing of our decode step, for benchmarks (SGLANG_DFLASH_PROFILE=1).
+
+On a GPU the phases are bracketed with CUDA events (no extra host sync: a step's events are read
+one step later, after the scheduler's own sync).  Every ``every`` steps one log line gives the
+mean milliseconds per phase, the whole step on the device, and the cycle: host wall time from
+one step's start to the next one's (so cycle - step = scheduler and host time not hidden).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Optional
+
+import torch
+
+logger = logging.getLogger("sglang_dflash")
+
+
+class PhaseTimer:
+    def __init__(self, device, every: int = 50) -> None:
+        self.cuda = str(device).startswith("cuda")
+        self.every = every
+        self.sums: dict[str, float] = defaultdict(float)
+        self.steps = 0
+        self.pending: list[tuple[str, object]] = []
+        self.current: list[tuple[str, object]] = []
+        self.last_start: Optional[float] = None
+        self.cycle_sum = 0.0
+        self.cycles = 0
+
+    @classmethod
+    def from_env(cls, device) -> Optional["PhaseTimer"]:
+        return cls(device) if os.environ.get("SGLANG_DFLASH_PROFILE") == "1" else None
+
+    def _stamp(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def start(self) -> None:
+        now = time.perf_counter()
+        if self.last_start is not None:
+            self.cycle_sum += now - self.last_start
+            self.cycles += 1
+        self.last_start = now
+        self.current = [("start", self._stamp())]
+
+    def mark(self, phase: str) -> None:
+        self.current.append((phase, self._stamp()))
+
+    def end(self) -> None:
+        self._resolve()
+        self.pending, self.current = self.current, []
+
+    def idle(self) -> None:
+        """A step that is not a decode step breaks the cycle measurement."""
+        self.last_start = None
+
+    def _resolve(self) -> None:
+        if not self.pending:
+            return
+        stamps = self.pending
+        for (_, a), (name, b) in zip(stamps, stamps[1:]):
+            self.sums[name] += a.elapsed_time(b) if self.cuda else (b - a) * 1e3
+        total = stamps[0][1].elapsed_time(stamps[-1][1]) if self.cuda else (stamps[-1][1] - stamps[0][1]) * 1e3
+        self.sums["step"] += total
+        self.steps += 1
+        if self.steps % self.every == 0:
+            n = self.steps
+            parts = ", ".join(f"{k} {v / n:.3f}" for k, v in self.sums.items())
+            logger.info("sglang-dflash phases (ms/step, mean of %d): %s, cycle %.3f",
+                        n, parts, self.cycle_sum * 1e3 / max(self.cycles, 1))
