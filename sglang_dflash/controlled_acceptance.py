@@ -32,8 +32,8 @@ def expected_commit(p_wrong: float, width: int) -> float:
 
 
 def solve_p_wrong(mean_commit: float, width: int) -> float:
-    if not 1.0 <= mean_commit <= width:
-        raise ValueError(f"SGLANG_DFLASH_BENCH_ACCEPT={mean_commit} must lie in [1, {width}]")
+    if not 1.0 <= mean_commit <= width + 1:
+        raise ValueError(f"SGLANG_DFLASH_BENCH_ACCEPT={mean_commit} must lie in [1, {width + 1}] (the block size)")
     lo, hi = 0.0, 1.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -67,9 +67,11 @@ class ControlledAcceptance:
         return mode
 
     def override(self, reqs, drafts: torch.Tensor) -> torch.Tensor:
-        """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on."""
-        rows = drafts.tolist()
-        width = drafts.shape[1]
+        """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on.  Built on
+        the host from request state alone (never reads ``drafts``), so it adds no device sync."""
+        bs, width = drafts.shape
+        rows = torch.zeros((bs, width), dtype=torch.int64)
+        known = torch.zeros((bs, 1), dtype=torch.bool)
         for i, req in enumerate(reqs):
             cont = self.continuations.get(",".join(map(str, req.origin_input_ids)))
             done = len(req.output_ids)
@@ -82,5 +84,7 @@ class ControlledAcceptance:
             row = cont[done : done + width]
             if accepted < width:
                 row[accepted] ^= 1  # any token but the target's (vocabularies have even sizes)
-            rows[i] = row
-        return torch.tensor(rows, dtype=drafts.dtype, device=drafts.device)
+            rows[i] = torch.tensor(row)
+            known[i] = True
+        rows, known = rows.to(drafts.device, non_blocking=True), known.to(drafts.device, non_blocking=True)
+        return torch.where(known, rows.to(drafts.dtype), drafts)

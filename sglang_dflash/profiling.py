@@ -2,7 +2,7 @@
 
 On a GPU the phases are bracketed with CUDA events (no extra host sync: a step's events are read
 one step later, after the scheduler's own sync).  Every ``every`` steps one log line gives the
-mean milliseconds per phase, the whole step on the device, and the cycle: host wall time from
+mean milliseconds over those steps per phase, the whole step on the device, and the cycle: host wall time from
 one step's start to the next one's (so cycle - step = scheduler and host time not hidden).
 """
 
@@ -70,8 +70,11 @@ class PhaseTimer:
         total = stamps[0][1].elapsed_time(stamps[-1][1]) if self.cuda else (stamps[-1][1] - stamps[0][1]) * 1e3
         self.sums["step"] += total
         self.steps += 1
-        if self.steps % self.every == 0:
+        if self.steps == self.every:
             n = self.steps
             parts = ", ".join(f"{k} {v / n:.3f}" for k, v in self.sums.items())
             logger.info("sglang-dflash phases (ms/step, mean of %d): %s, cycle %.3f",
                         n, parts, self.cycle_sum * 1e3 / max(self.cycles, 1))
+            self.sums.clear()
+            self.steps = self.cycles = 0
+            self.cycle_sum = 0.0

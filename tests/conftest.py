@@ -1,6 +1,21 @@
 import os
 import sys
 
-os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
-os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:  # SGLang's CPU engine; torch.compile is off for the 2-core machine
+    os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
+    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the GPU machine: see BENCHMARKS.md)")
+    skip_cpu = pytest.mark.skip(reason="CPU-server test (the GPU machine runs the gpu-marked tests)")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
+        if HAS_CUDA and "slow" in item.keywords and "gpu" not in item.keywords:
+            item.add_marker(skip_cpu)

@@ -45,14 +45,23 @@ def cpu_server_args(model: str, port: int) -> list[str]:
     ]
 
 
+def gpu_server_args(model: str, port: int, max_bs: int = 8) -> list[str]:
+    """What the GPU bundle serves with (triton attention, no flashinfer / xgrammar), graphs on."""
+    return [
+        "--model-path", model, "--attention-backend", "triton", "--sampling-backend", "pytorch",
+        "--grammar-backend", "none", "--dtype", "float32", "--mem-fraction-static", "0.3",
+        "--cuda-graph-backend-prefill", "disabled", "--cuda-graph-max-bs-decode", str(max_bs),
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
+    ]
+
+
 def dflash_args(draft: str, block: int = 16) -> list[str]:
     return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", draft,
             "--speculative-num-draft-tokens", str(block)]
 
 
 def server_env(extra: Optional[dict] = None) -> dict:
-    env = dict(os.environ)
-    env.update({"SGLANG_USE_CPU_ENGINE": "1", "TORCHDYNAMO_DISABLE": "1", "PYTHONUNBUFFERED": "1"})
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = TESTS + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env

@@ -117,8 +117,8 @@ def test_weight_errors(models, tmp_path):
     no_fc = broken_copy(models, tmp_path / "a", edit_weights=lambda sd: sd.pop("fc.weight"))
     with pytest.raises(DraftConfigError, match="'fc.weight': tensor missing"):
         check_draft_weights(no_fc, parsed)
-    bad_fc = broken_copy(models, tmp_path / "b", edit_weights=lambda sd: sd.update({"fc.weight": sd["fc.weight"][:, :-1]}))
-    with pytest.raises(DraftConfigError, match=r"'fc.weight': shape .* K=\d+ target layers x H=\d+"):
+    bad_fc = broken_copy(models, tmp_path / "b", edit_weights=lambda sd: sd.update({"fc.weight": sd["fc.weight"][:, :-1].contiguous()}))
+    with pytest.raises(DraftConfigError, match=r"'fc.weight': shape .*K=\d+ target layers x H=\d+"):
         check_draft_weights(bad_fc, parsed)
     no_layer = broken_copy(models, tmp_path / "c", edit_weights=lambda sd: sd.pop("layers.0.mlp.up_proj.weight"))
     with pytest.raises(DraftConfigError, match="'layers.0.mlp.up_proj.weight': tensor missing"):

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark at gemma-4-31B-it shapes (dummy weights), in ONE run on one GPU:
+
+  (a) plain decoding, (b) SGLang's built-in DFLASH (SGLANG_DFLASH_IMPL=builtin), (c) our DFLASH,
+  (d) optionally our DFLASH with controlled acceptance (--accept 8.59; benchmark-only mode).
+
+For every concurrency it reports output tok/s, per-request decode rate, the plain step time, the
+speculative cycle time (draft + verify + bookkeeping, from each request's latency / verify count)
+and cycle/step, plus our per-phase breakdown (SGLANG_DFLASH_PROFILE=1 log lines).
+
+  python scripts/bench_gemma.py --configs .devbundle/configs --concurrency 1,8,32 --new-tokens 256 \\
+      --modes plain,builtin,ours --accept 8.59 --out $OUT
+
+The plain run also records every prompt's greedy continuation, which controlled acceptance replays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import requests
+
+PORT = 30000
+URL = f"http://127.0.0.1:{PORT}"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def server_args(cfg_dir: str, mode: str, draft_backend: str, max_bs: int) -> list[str]:
+    args = ["--model-path", os.path.join(cfg_dir, "gemma-4-31B-it"), "--load-format", "dummy",
+            "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(PORT),
+            "--attention-backend", "triton", "--sampling-backend", "pytorch", "--grammar-backend", "none",
+            "--cuda-graph-backend-prefill", "disabled", "--cuda-graph-max-bs-decode", str(max_bs),
+            "--max-running-requests", str(max_bs), "--mem-fraction-static", "0.85", "--context-length", "4096",
+            "--disable-radix-cache", "--chunked-prefill-size", "2048", "--log-level", "info"]
+    if mode != "plain":
+        args += ["--speculative-algorithm", "DFLASH",
+                 "--speculative-draft-model-path", os.path.join(cfg_dir, "gemma-4-31B-it-DFlash"),
+                 "--speculative-draft-load-format", "dummy", "--speculative-num-draft-tokens", "16",
+                 "--speculative-draft-attention-backend", draft_backend]
+    return args
+
+
+def start(args: list[str], env: dict, log_path: str, timeout: float = 600) -> subprocess.Popen:
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "sglang.launch_server", *args], stdout=open(log_path, "w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}); see {log_path}:\n" + open(log_path).read()[-3000:])
+        try:
+            if requests.get(URL + "/health", timeout=2).status_code == 200:
+                log(f"server up after {time.time() - t0:.0f} s")
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    stop(proc)
+    raise RuntimeError(f"server not up after {timeout} s; see {log_path}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+
+
+def prompts(n: int, length: int = 256) -> list[list[int]]:
+    rng = random.Random(0)
+    return [[rng.randrange(10, 200000) for _ in range(length)] for _ in range(n)]
+
+
+def generate(ids: list[int], new: int) -> dict:
+    r = requests.post(URL + "/generate", json={"input_ids": ids, "sampling_params": {
+        "max_new_tokens": new, "temperature": 0, "ignore_eos": True}}, timeout=1800)
+    r.raise_for_status()
+    return r.json()
+
+
+def timed_generate(ids: list[int], new: int) -> tuple[dict, float]:
+    t = time.time()
+    out = generate(ids, new)
+    return out, time.time() - t
+
+
+def measure(concs: list[int], new: int, pool: list[list[int]]) -> list[dict]:
+    rows = []
+    generate(pool[0], 32)  # warm-up
+    for c in concs:
+        n = max(c, 4)
+        t = time.time()
+        with ThreadPoolExecutor(c) as ex:
+            timed = list(ex.map(lambda i: timed_generate(pool[i], new), range(n)))
+        wall = time.time() - t
+        outs, lat = [o for o, _ in timed], [l for _, l in timed]
+        toks = sum(o["meta_info"]["completion_tokens"] for o in outs)
+        steps = [o["meta_info"].get("spec_verify_ct") or o["meta_info"]["completion_tokens"] for o in outs]
+        row = dict(conc=c, requests=n, out_tokens=toks, wall_s=round(wall, 2), tok_s=round(toks / wall, 1),
+                   per_req_tok_s=round(sum(o["meta_info"]["completion_tokens"] / l for o, l in zip(outs, lat)) / n, 1),
+                   accept_len=round(toks / sum(steps), 3),
+                   step_ms=round(1000 * sum(l / s for l, s in zip(lat, steps)) / n, 2),
+                   t_start=t, t_end=time.time())
+        log(json.dumps({k: v for k, v in row.items() if not k.startswith("t_")}))
+        rows.append(row)
+    return rows
+
+
+PHASE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[^\]]*\].*sglang-dflash phases \(ms/step, mean of (\d+)\): (.*)$")
+
+
+def phases(log_path: str, t0: float, t1: float) -> dict:
+    """Step-weighted means of our phase log lines emitted between t0 and t1."""
+    sums: dict[str, float] = {}
+    total = 0
+    for line in open(log_path, errors="replace"):
+        m = PHASE_RE.match(line.strip())
+        if not m:
+            continue
+        ts = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+        if not t0 - 1 <= ts <= t1 + 1:
+            continue
+        n = int(m.group(2))
+        total += n
+        for part in m.group(3).split(", "):
+            name, value = part.rsplit(" ", 1)
+            sums[name] = sums.get(name, 0.0) + float(value) * n
+    return {k: round(v / total, 3) for k, v in sums.items()} if total else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default=".devbundle/configs")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--modes", default="plain,builtin,ours")
+    ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
+    ap.add_argument("--draft-backend", default="triton")
+    ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    a = ap.parse_args()
+    concs = [int(c) for c in a.concurrency.split(",")]
+    pool = prompts(max(max(concs), 4))
+    base_env = dict(os.environ, SGLANG_SWA_EVICTION_INTERVAL=os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8"))
+    conts_path = os.path.join(a.out, "continuations.json")
+    runs = [m for m in a.modes.split(",") if m]
+    if a.accept is not None:
+        runs.append("ours-controlled")
+    results: dict = {"card": None, "command": " ".join(sys.argv), "runs": {}}
+    try:
+        import torch
+
+        results["card"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - the card name is informative only
+        pass
+    for mode in runs:
+        env = dict(base_env)
+        if mode == "builtin":
+            env["SGLANG_DFLASH_IMPL"] = "builtin"
+        if mode.startswith("ours"):
+            env["SGLANG_DFLASH_PROFILE"] = "1"
+        if mode == "ours-controlled":
+            env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
+        log_path = os.path.join(a.out, f"server_{mode}.log")
+        log(f"=== {mode}")
+        proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, max(concs)),
+                     env, log_path)
+        try:
+            if mode == "plain":  # the target's own greedy continuations, for controlled acceptance
+                with ThreadPoolExecutor(max(concs)) as ex:
+                    outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
+                json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
+            rows = measure(concs, a.new_tokens, pool)
+            if mode.startswith("ours"):
+                time.sleep(2)
+                for r in rows:
+                    r["phases_ms"] = phases(log_path, r["t_start"], r["t_end"])
+            results["runs"][mode] = rows
+        finally:
+            stop(proc)
+    summarize(results, concs)
+    with open(os.path.join(a.out, "bench_gemma.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def summarize(results: dict, concs: list[int]) -> None:
+    runs = results["runs"]
+    lines = [f"card: {results['card']}", "",
+             "| run | conc | accept len | step/cycle (ms) | cycle / plain step | output tok/s | x plain tok/s |",
+             "|---|---|---|---|---|---|---|"]
+    for mode, rows in runs.items():
+        for r in rows:
+            plain = next((p for p in runs.get("plain", []) if p["conc"] == r["conc"]), None)
+            ratio = f"{r['step_ms'] / plain['step_ms']:.2f}" if plain and mode != "plain" else "-"
+            speed = f"{r['tok_s'] / plain['tok_s']:.2f}" if plain else "-"
+            lines.append(f"| {mode} | {r['conc']} | {r['accept_len']} | {r['step_ms']} | {ratio} | {r['tok_s']} | {speed} |")
+    for mode, rows in runs.items():
+        for r in rows:
+            if r.get("phases_ms"):
+                lines.append(f"phases {mode} c={r['conc']}: " + json.dumps(r["phases_ms"]))
+    text = "\n".join(lines)
+    print(text, flush=True)
+    results["summary"] = text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The benchmark-only controlled acceptance draws cut positions whose mean matches the request."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sglang_dflash.acceptance import greedy_accept
+from sglang_dflash.controlled_acceptance import ControlledAcceptance, expected_commit, solve_p_wrong
+
+
+@pytest.mark.parametrize("mean", [1.0, 4.23, 8.59, 15.0])
+def test_solver_hits_the_mean(mean):
+    assert expected_commit(solve_p_wrong(mean, 15), 15) == pytest.approx(mean, abs=1e-6)
+
+
+def test_replayed_drafts_give_the_requested_mean_acceptance():
+    width, steps = 15, 4000
+    cont = list(range(100, 100 + steps * (width + 1) + 64))
+    mode = ControlledAcceptance(8.59, {"1,2,3": cont}, width, seed=1)
+    req = SimpleNamespace(origin_input_ids=[1, 2, 3], output_ids=[cont[0]])
+    commits = []
+    for _ in range(steps):
+        done = len(req.output_ids)
+        drafts = mode.override([req], torch.full((1, width), -1))
+        block = torch.cat([torch.tensor([[cont[done - 1]]]), drafts], dim=1)
+        top1 = torch.tensor([cont[done - 1 + 1 : done + width + 1]])  # what the target emits
+        acc = greedy_accept(block, top1)
+        commits.append(int(acc.commit_lens))
+        req.output_ids += acc.out_tokens[0, : int(acc.commit_lens)].tolist()
+    assert sum(commits) / steps == pytest.approx(8.59, rel=0.03)
+    assert req.output_ids == cont[: len(req.output_ids)]  # still the target's own continuation
+
+
+def test_unknown_prompt_keeps_the_real_drafts():
+    mode = ControlledAcceptance(4.0, {}, 3)
+    drafts = torch.tensor([[7, 8, 9]])
+    req = SimpleNamespace(origin_input_ids=[5], output_ids=[1])
+    assert mode.override([req], drafts).tolist() == [[7, 8, 9]] and mode.misses == 1
+
+
+def test_needs_both_variables(monkeypatch, tmp_path):
+    assert ControlledAcceptance.from_env(15) is None
+    monkeypatch.setenv("SGLANG_DFLASH_BENCH_ACCEPT", "3")
+    with pytest.raises(ValueError, match="needs both"):
+        ControlledAcceptance.from_env(15)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"1": [2, 3]}))
+    monkeypatch.setenv("SGLANG_DFLASH_BENCH_CONTINUATIONS", str(path))
+    assert ControlledAcceptance.from_env(15).mean_commit == 3.0
