@@ -45,6 +45,7 @@ class DraftConfig:
     intermediate_size: int
     rms_norm_eps: float
     rope_theta: float
+    max_position: int
     block_size: int
     target_layer_ids: tuple[int, ...]
     mask_token_id: int
@@ -196,6 +197,7 @@ def parse_draft_config(
         intermediate_size=_int(cfg, "intermediate_size"),
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         rope_theta=_rope_theta(cfg),
+        max_position=int(cfg.get("max_position_embeddings") or 32768),
         block_size=block_size,
         target_layer_ids=tuple(ids),
         mask_token_id=mask_id,

@@ -25,8 +25,6 @@ from sglang.srt.model_loader.weight_utils import default_weight_loader
 
 from sglang_dflash.config import SLIDING, DraftConfig, parse_draft_config
 
-MAX_POSITION = 1 << 20
-
 
 def apply_rope_neox(x: torch.Tensor, cos_sin: torch.Tensor) -> torch.Tensor:
     """NeoX-style rotary embedding of ``x`` [N, heads, D] with ``cos_sin`` [N, D] = [cos | sin]."""
@@ -50,7 +48,7 @@ class DraftAttention(nn.Module):
         self.o_proj = RowParallelLinear(cfg.num_heads * self.head_dim, cfg.hidden_size, bias=False, quant_config=quant_config)
         self.q_norm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, eps=cfg.rms_norm_eps)
-        self.rotary_emb = get_rope(self.head_dim, self.head_dim, MAX_POSITION, cfg.rope_theta)
+        self.rotary_emb = get_rope(self.head_dim, self.head_dim, cfg.max_position, cfg.rope_theta)
         sliding = cfg.layer_types[layer_id] == SLIDING
         self.attn = RadixAttention(
             self.num_heads,
