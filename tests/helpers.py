@@ -20,13 +20,15 @@ BUILDER = os.path.join(ROOT, "scripts", "make_tiny_models.py")
 STARTUP_TIMEOUT = float(os.environ.get("SGLANG_DFLASH_TEST_STARTUP_TIMEOUT", "420"))
 
 
-def tiny_models(dtype: str = "float32") -> str:
-    """Directory with the tiny models, rebuilt whenever the builder script changes."""
+def tiny_models(dtype: str = "float32", checks: bool = True) -> str:
+    """Directory with the tiny models, rebuilt whenever the builder script changes.  ``checks``
+    runs the builder's HF self-checks (they need the CPU environment's transformers)."""
     with open(BUILDER, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     out = os.path.join(ROOT, ".models", f"{dtype}-{digest}")
     if not os.path.exists(os.path.join(out, ".complete")):
-        subprocess.run([sys.executable, BUILDER, out, "--dtype", dtype], check=True)
+        subprocess.run([sys.executable, BUILDER, out, "--dtype", dtype] + ([] if checks else ["--skip-checks"]),
+                       check=True)
         open(os.path.join(out, ".complete"), "w").close()
     return out
 
@@ -62,8 +64,8 @@ def dflash_args(draft: str, block: int = 16) -> list[str]:
 
 def server_env(extra: Optional[dict] = None) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = TESTS + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
+    env["PYTHONPATH"] = TESTS + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
