@@ -111,9 +111,10 @@ def handle_dflash_server_args(server_args) -> None:
     server_args.speculative_num_draft_tokens = cfg.block_size
     server_args.speculative_draft_attention_backend = _resolve_draft_backend(server_args)
 
-    if device == "cpu" and not server_args.disable_overlap_schedule:
+    if not server_args.disable_overlap_schedule:
+        # The worker drives SGLang's synchronous spec-v2 path; overlapped scheduling is not wired yet.
         server_args.disable_overlap_schedule = True
-        logger.info("DFLASH on CPU runs without the overlap scheduler")
+        logger.info("DFLASH (sglang-dflash) runs with the non-overlapped scheduler")
     if server_args.max_running_requests is None:
         server_args.max_running_requests = 48
     if server_args.enable_mixed_chunk:
