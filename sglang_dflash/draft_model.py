@@ -132,6 +132,10 @@ class DFlashDraftModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self._embed: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
+    def get_attention_sliding_window_size(self) -> Optional[int]:
+        """SGLang's attention backends size their sliding-window metadata from this."""
+        return self.dflash.sliding_window - 1 if self.dflash.sliding_window else None
+
     def bind_target(self, target_model: nn.Module) -> None:
         """Use the target's input embedding (Gemma's includes its sqrt(hidden) scale)."""
         self._embed = target_model.get_input_embeddings()
