@@ -1,23 +1,35 @@
-"""GPU-machine diagnostics: plugin discovery and how this SGLang/transformers reads the tiny Gemma-4."""
-import json, logging, os, sys
-logging.basicConfig(level=logging.INFO)
-from importlib.metadata import entry_points, distribution
-print("entry points:", [(e.name, e.value) for e in entry_points(group="sglang.srt.plugins")])
-try:
-    d = distribution("sglang-dflash"); print("dist:", d.metadata["Name"], d.version, d._path if hasattr(d, "_path") else "")
-except Exception as e:
-    print("no dist:", e)
-from sglang.srt.plugins import load_plugins
-load_plugins()
-from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
-print("worker:", SpeculativeAlgorithm.from_string("DFLASH").create_worker(None))
-root = sys.argv[1]
-from transformers import AutoConfig
-cfg = AutoConfig.from_pretrained(os.path.join(root, "gemma4"))
-for k in ["num_key_value_heads", "num_global_key_value_heads", "head_dim", "global_head_dim", "attention_k_eq_v", "layer_types"]:
-    print(k, getattr(cfg, k, None))
-from safetensors import safe_open
-with safe_open(os.path.join(root, "gemma4", "model.safetensors"), "pt") as f:
-    for k in f.keys():
-        if ".layers.5." in k or ".layers.0.self_attn" in k:
-            print(k, tuple(f.get_slice(k).get_shape()))
+"""GPU diagnostics: greedy output of several server configurations against plain decoding."""
+import json, os, sys, time
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from helpers import dflash_args, free_port, gpu_server_args, server, tiny_models
+from workload import generate, prompts
+
+models = tiny_models(checks=False)
+target, draft = sys.argv[1], sys.argv[2]
+fp32 = {"SGLANG_DFLASH_TEST_NATIVE_OPS": "1",
+        "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "tests", "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+spec = dflash_args(os.path.join(models, draft)) + ["--speculative-draft-attention-backend", "triton"]
+configs = {
+    "plain": ([], {}),
+    "ours": (spec, {}),
+    "ours-nograph": (spec + ["--disable-cuda-graph"], {}),
+    "ours-noswa": (spec + ["--disable-hybrid-swa-memory"], {}),
+    "plain-noswa": (["--disable-hybrid-swa-memory"], {}),
+    "builtin": (spec, {"SGLANG_DFLASH_IMPL": "builtin"}),
+}
+ids = prompts(8)
+ref = None
+out_dir = os.environ.get("OUT", "/tmp")
+for name, (extra, env) in configs.items():
+    t = time.time()
+    try:
+        with server(gpu_server_args(os.path.join(models, target), free_port()) + extra, os.path.join(out_dir, f"diag_{name}.log"), env={**fp32, **env}) as s:
+            outs = [o["output_ids"] for o in generate(s.url, ids)]
+            log = s.log()
+    except Exception as e:
+        print(name, "FAILED", str(e)[-1500:]); continue
+    if ref is None:
+        ref = outs
+    first = [next((i for i, (a, b) in enumerate(zip(o, r)) if a != b), None) for o, r in zip(outs, ref)]
+    pools = [l.split("] ", 1)[-1] for l in log.splitlines() if "KV pool" in l or "KV Cache is allocated" in l or "SWAKVPool" in l]
+    print(f"{name}: {time.time() - t:.0f}s first mismatch per prompt {first}; {pools[:4]}", flush=True)
