@@ -152,11 +152,13 @@ def main() -> None:
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    ap.add_argument("--continuations", default=None,
+                    help="recorded plain continuations to replay (default: OUT/continuations.json from this run's plain mode)")
     a = ap.parse_args()
     concs = [int(c) for c in a.concurrency.split(",")]
     pool = prompts(max(max(concs), 4))
     base_env = dict(os.environ, SGLANG_SWA_EVICTION_INTERVAL=os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8"))
-    conts_path = os.path.join(a.out, "continuations.json")
+    conts_path = a.continuations or os.path.join(a.out, "continuations.json")
     runs = [m for m in a.modes.split(",") if m]
     if a.accept is not None:
         runs.append("ours-controlled")
@@ -180,7 +182,7 @@ def main() -> None:
         proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, max(concs)),
                      env, log_path)
         try:
-            if mode == "plain":  # the target's own greedy continuations, for controlled acceptance
+            if mode == "plain" and not a.continuations:  # the target's own greedy continuations
                 with ThreadPoolExecutor(max(concs)) as ex:
                     outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
                 json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
@@ -192,6 +194,8 @@ def main() -> None:
             results["runs"][mode] = rows
         finally:
             stop(proc)
+        with open(os.path.join(a.out, "bench_gemma.json"), "w") as f:  # partial results survive a time-out
+            json.dump(results, f, indent=1)
     summarize(results, concs)
     with open(os.path.join(a.out, "bench_gemma.json"), "w") as f:
         json.dump(results, f, indent=1)
