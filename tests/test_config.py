@@ -68,10 +68,18 @@ def test_explicit_causal_flag_wins(models):
 
 
 def test_missing_ids_use_default_rule(models):
-    shape, cfg = load(models, "qwen3", "qwen3-dflash")
+    shape, cfg = load(models, "gemma4", "gemma4-dflash")
     del cfg["dflash_config"]["target_layer_ids"]
     assert list(parse_draft_config(cfg, shape).target_layer_ids) == default_target_layer_ids(
-        cfg["num_hidden_layers"], shape.num_layers)
+        cfg["num_hidden_layers"], shape.num_layers) == [1, 5, 9]
+
+
+def test_default_rule_that_repeats_a_layer_is_refused(models):
+    # 2 draft layers on a 4-layer target: the rule gives [1, 1]; SGLang would capture layer 1 once.
+    shape, cfg = load(models, "qwen3", "qwen3-dflash")
+    del cfg["dflash_config"]["target_layer_ids"]
+    with pytest.raises(DraftConfigError, match="repeats a layer id"):
+        parse_draft_config(cfg, shape)
 
 
 CONFIG_ERRORS = [
@@ -135,7 +143,7 @@ def test_launcher_fails_fast_with_the_message(models, tmp_path, case):
         draft = broken_copy(models, tmp_path, edit_weights=lambda sd: sd.pop("fc.weight"))
         expect = "field 'fc.weight': tensor missing"
     else:
-        draft, expect = str(tmp_path / "nowhere"), "cannot read a config"
+        draft, expect = str(tmp_path / "nowhere"), "does not exist or is not a directory"
     args = cpu_server_args(os.path.join(models, "qwen3"), free_port()) + dflash_args(draft)
     out = run_launcher(args, timeout=240)
     text = out.stdout + out.stderr

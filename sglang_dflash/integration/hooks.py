@@ -53,6 +53,17 @@ def _handle_dflash(server_args) -> None:
     handle_dflash_server_args(server_args)
 
 
+def _check_draft_path(server_args) -> None:
+    """SGLang reads the draft config while resolving algorithm aliases, before ``_handle_dflash``:
+    a local draft path that names no checkpoint fails here with our message, not a hub error."""
+    if (server_args.speculative_algorithm or "").upper() != "DFLASH":
+        return None
+    from sglang_dflash.integration.server_args import check_local_draft_path
+
+    check_local_draft_path(server_args.speculative_draft_model_path)
+    return None
+
+
 def _get_model_architecture(original, model_config):
     """The draft checkpoint's ``DFlashDraftModel`` architecture loads our draft model class."""
     cls, arch = original(model_config)
@@ -121,6 +132,8 @@ def install() -> None:
     import pkgutil
 
     _ORIGINALS["aux"] = pkgutil.resolve_name(_AUX)
+    HookRegistry.register("sglang.srt.arg_groups.speculative_hook.handle_speculative_decoding", _check_draft_path,
+                          HookType.BEFORE)
     HookRegistry.register("sglang.srt.arg_groups.speculative_hook._handle_dflash", _handle_dflash, HookType.REPLACE)
     HookRegistry.register(_AUX, _resolve_aux_hidden_state, HookType.REPLACE)
     HookRegistry.register("sglang.srt.model_loader.loader.get_model_architecture",

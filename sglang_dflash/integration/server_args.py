@@ -30,6 +30,12 @@ class DFlashArgError(ValueError):
     pass
 
 
+def check_local_draft_path(path) -> None:
+    """A path that is clearly local (absolute or ./-relative) must be a checkpoint directory."""
+    if path and (os.path.isabs(path) or path.startswith(".")) and not os.path.isdir(path):
+        raise DraftConfigError("path", f"{path!r} does not exist or is not a directory", f"draft {path}")
+
+
 def _read_config(path: str, what: str, server_args) -> dict:
     if os.path.isdir(path):
         return load_json_config(path, what)
