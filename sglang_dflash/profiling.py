@@ -19,6 +19,44 @@ import torch
 logger = logging.getLogger("sglang_dflash")
 
 
+class StepProfiler:
+    """SGLANG_DFLASH_TORCH_PROFILE=DIR: a torch.profiler table of decode steps 20..29, written to
+    DIR/sglang_dflash_profile.txt (where a cycle's device and host time go, op by op)."""
+
+    def __init__(self, out_dir: str, first: int = 20, count: int = 10) -> None:
+        self.out_dir, self.first, self.last = out_dir, first, first + count
+        self.step = 0
+        self.prof = None
+
+    @classmethod
+    def from_env(cls) -> Optional["StepProfiler"]:
+        out = os.environ.get("SGLANG_DFLASH_TORCH_PROFILE")
+        return cls(out) if out else None
+
+    def before_step(self) -> None:
+        if self.step == self.first:
+            acts = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                acts.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=acts)
+            self.prof.__enter__()
+
+    def after_step(self) -> None:
+        self.step += 1
+        if self.prof is not None and self.step == self.last:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+            table = self.prof.key_averages().table(sort_by="self_cuda_time_total" if torch.cuda.is_available()
+                                                   else "self_cpu_time_total", row_limit=60)
+            os.makedirs(self.out_dir, exist_ok=True)
+            with open(os.path.join(self.out_dir, "sglang_dflash_profile.txt"), "w") as f:
+                f.write(f"decode steps {self.first}..{self.last - 1}\n{table}\n")
+            logger.info("sglang-dflash: profile of decode steps %d..%d written to %s", self.first, self.last - 1,
+                        self.out_dir)
+            self.prof = None
+
+
 class PhaseTimer:
     def __init__(self, device, every: int = 50) -> None:
         self.cuda = str(device).startswith("cuda")

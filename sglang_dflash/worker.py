@@ -26,7 +26,7 @@ from sglang_dflash.controlled_acceptance import ControlledAcceptance
 from sglang_dflash.drafting import draft_forward, greedy_draft_tokens
 from sglang_dflash.draft_model import DFlashDraftModel
 from sglang_dflash.kv_cache import DraftState
-from sglang_dflash.profiling import PhaseTimer
+from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.verification import verify_forward
 
 logger = logging.getLogger("sglang_dflash")
@@ -64,6 +64,7 @@ class DFlashWorker(BaseSpecWorker):
         self.lookahead = self.block_size
         self.tp_rank = ps.tp_rank
         self.timer = PhaseTimer.from_env(self.device)
+        self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
         if self.tp_rank == 0:
             logger.info(
@@ -111,7 +112,11 @@ class DFlashWorker(BaseSpecWorker):
         elif batch.forward_mode.is_idle() or batch.batch_size() == 0:
             result = self._idle()
         else:
+            if self.profiler is not None:
+                self.profiler.before_step()
             result = self._decode(batch)
+            if self.profiler is not None:
+                self.profiler.after_step()
         if on_publish is not None:
             on_publish(result.new_seq_lens)
         return result
