@@ -12,7 +12,6 @@ import torch
 from sglang_dflash.draft_model import DFlashDraftModel
 
 
-@torch.no_grad()
 def write_context_kv(
     draft_model: DFlashDraftModel,
     kv_pool,

@@ -27,8 +27,8 @@ from sglang_dflash.config import SLIDING, DraftConfig, parse_draft_config
 
 
 def apply_rope_neox(x: torch.Tensor, cos_sin: torch.Tensor) -> torch.Tensor:
-    """NeoX-style rotary embedding of ``x`` [N, heads, D] with ``cos_sin`` [N, D] = [cos | sin]."""
-    cos, sin = cos_sin.to(x.dtype).unsqueeze(1).chunk(2, dim=-1)
+    """NeoX-style rotary embedding of ``x`` [..., N, heads, D] with ``cos_sin`` [N, D] = [cos | sin]."""
+    cos, sin = cos_sin.to(x.dtype).unsqueeze(-2).chunk(2, dim=-1)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
@@ -73,15 +73,6 @@ class DraftAttention(nn.Module):
         out = self.attn(q, k, v, forward_batch)
         out, _ = self.o_proj(out)
         return out
-
-    def project_kv(self, positions: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K (k_norm, then RoPE at the token's own position) and V of fused context features."""
-        w = self.qkv_proj.weight[self.q_size :]
-        kv = context @ w.t()
-        k, v = kv.split([self.kv_size, self.kv_size], dim=-1)
-        k = self._norm_heads(self.k_norm, k.reshape(-1, self.num_kv_heads, self.head_dim))
-        k = apply_rope_neox(k, self.rotary_emb.cos_sin_cache.index_select(0, positions))
-        return k, v.reshape(-1, self.num_kv_heads, self.head_dim)
 
 
 class DraftMLP(nn.Module):
@@ -145,9 +136,22 @@ class DFlashDraftModel(nn.Module):
         x, _ = self.fc(features.to(self.fc.weight.dtype))
         return self.hidden_norm(x)
 
+    @torch.no_grad()
     def context_kv(self, positions: torch.Tensor, features: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's context K/V at once: one projection per layer into a shared buffer, then
+        k_norm and RoPE over all layers together (the positions are the same for every layer)."""
         ctx = self.fuse_features(features)
-        return [layer.self_attn.project_kv(positions, ctx) for layer in self.layers]
+        attns = [layer.self_attn for layer in self.layers]
+        a0, layers, n = attns[0], len(attns), ctx.shape[0]
+        out = ctx.new_empty((layers, n, 2 * a0.kv_size))
+        for i, attn in enumerate(attns):
+            torch.matmul(ctx, attn.qkv_proj.weight[attn.q_size :].t(), out=out[i])
+        heads = out.view(layers, n, 2, a0.num_kv_heads, a0.head_dim)
+        k, v = heads[:, :, 0].float(), heads[:, :, 1]
+        k_norm_w = torch.stack([attn.k_norm.weight for attn in attns]).view(layers, 1, 1, -1)
+        k = (k * torch.rsqrt(k.pow(2).mean(-1, keepdim=True) + a0.k_norm.variance_epsilon)).to(v.dtype) * k_norm_w
+        k = apply_rope_neox(k, a0.rotary_emb.cos_sin_cache.index_select(0, positions))
+        return [(k[i], v[i].contiguous()) for i in range(layers)]
 
     def forward(
         self,

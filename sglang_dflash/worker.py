@@ -63,6 +63,13 @@ class DFlashWorker(BaseSpecWorker):
         # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
         self.lookahead = self.block_size
         self.tp_rank = ps.tp_rank
+        if str(self.device).startswith("cuda"):  # one launch each instead of a dozen small kernels
+            from sglang_dflash.kernels.accept import greedy_accept_triton
+            from sglang_dflash.kernels.block_prep import prepare_block_triton
+
+            self.prepare_block, self.accept = prepare_block_triton, greedy_accept_triton
+        else:
+            self.prepare_block, self.accept = prepare_block, greedy_accept
         self.timer = PhaseTimer.from_env(self.device)
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
@@ -161,7 +168,7 @@ class DFlashWorker(BaseSpecWorker):
             self.timer.start()
         state: DraftState = batch.spec_info
         seq_lens = batch.seq_lens
-        block = prepare_block(
+        block = self.prepare_block(
             state.bonus_tokens, seq_lens, batch.req_pool_indices,
             self.target_worker.model_runner.req_to_token_pool.req_to_token,
             self.cfg.mask_token_id, self.block_size,
@@ -177,7 +184,7 @@ class DFlashWorker(BaseSpecWorker):
         logits_output, can_graph = verify_forward(self.target_worker, batch, block, tokens)
         self._mark("verify")
         target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
-        acc = greedy_accept(tokens, target_top1)
+        acc = self.accept(tokens, target_top1)
         self._mark("accept")
 
         # Every block position is projected, committed or not: a rejected position's slot lies
