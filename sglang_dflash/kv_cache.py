@@ -30,12 +30,6 @@ class DraftState(SpecInput):
     bonus_tokens: torch.Tensor  # [bs] int64
     lookahead: int = 0
 
-    # The scheduler's generic spec plumbing reads these; DFlash carries nothing in them.
-    topk_p: Optional[torch.Tensor] = None
-    topk_index: Optional[torch.Tensor] = None
-    hidden_states: Optional[torch.Tensor] = None
-    future_indices: Optional[torch.Tensor] = None
-
     def __post_init__(self) -> None:
         super().__init__(spec_input_type=SpecInputType.DFLASH_DRAFT)
         self.num_tokens_per_req = 1
