@@ -10,18 +10,22 @@ from workload import prompts
 pytestmark = pytest.mark.slow
 
 
-def run_engine(model: str, **spec) -> list[list[int]]:
+def engine(model: str, **kw):
     import sglang as sgl
 
-    engine = sgl.Engine(model_path=model, device="cpu", attention_backend="torch_native", dtype="float32",
-                        mem_fraction_static=0.05, max_total_tokens=16384, skip_tokenizer_init=True,
-                        log_level="warning", **spec)
+    return sgl.Engine(model_path=model, device="cpu", attention_backend="torch_native", dtype="float32",
+                      mem_fraction_static=0.05, max_total_tokens=16384, skip_tokenizer_init=True,
+                      log_level="warning", **kw)
+
+
+def run_engine(model: str, **spec) -> list[list[int]]:
+    eng = engine(model, **spec)
     try:
-        outs = engine.generate(input_ids=prompts(8), sampling_params={"temperature": 0, "max_new_tokens": 64,
-                                                                     "ignore_eos": True})
+        outs = eng.generate(input_ids=prompts(8), sampling_params={"temperature": 0, "max_new_tokens": 64,
+                                                                  "ignore_eos": True})
         return [o["output_ids"] for o in outs], [o["meta_info"].get("spec_verify_ct") for o in outs]
     finally:
-        engine.shutdown()
+        eng.shutdown()
 
 
 def test_engine_dflash_equals_plain():
@@ -32,3 +36,30 @@ def test_engine_dflash_equals_plain():
                                   speculative_num_draft_tokens=16)
     assert spec == plain
     assert all(ct and ct >= 1 for ct in verify_cts)
+
+
+def near_context_limit(model: str, **spec) -> list:
+    """Prompts whose block would run past a 128-token context: same tokens, same finish, same refusal."""
+    eng = engine(model, context_length=128, **spec)
+    out = []
+    try:
+        for plen, new in [(100, 27), (120, 7), (126, 1)]:
+            try:
+                o = eng.generate(input_ids=[3 + (j * 7) % 1500 for j in range(plen)],
+                                 sampling_params={"temperature": 0, "max_new_tokens": new, "ignore_eos": True})
+                out.append((o["output_ids"], o["meta_info"]["finish_reason"]))
+            except Exception as e:  # noqa: BLE001 - the refusal itself is compared
+                out.append(("refused", str(e)))
+    finally:
+        eng.shutdown()
+    return out
+
+
+def test_context_limit_is_handled_like_plain():
+    models = tiny_models()
+    plain = near_context_limit(os.path.join(models, "qwen3"))
+    spec = near_context_limit(os.path.join(models, "qwen3"), speculative_algorithm="DFLASH",
+                              speculative_draft_model_path=os.path.join(models, "qwen3-dflash"),
+                              speculative_num_draft_tokens=16)
+    assert spec == plain
+    assert plain[-1][0] == "refused" and "exceeds the maximum allowed length" in plain[-1][1]
