@@ -31,10 +31,8 @@ def verify_forward(target_worker, batch, block: Block, tokens: torch.Tensor):
         batch.seq_lens_cpu, batch.seq_lens_sum = seq_lens_cpu, seq_lens_sum
     runner = target_worker.model_runner
     graph = runner.decode_cuda_graph_runner
-    can_graph = bool(graph and graph.can_run_graph(fb))
-    if can_graph:
-        graph.load_batch(fb)
-    else:
+    if not (graph and graph.can_run_graph(fb)):
+        # A graph replay loads the batch (and its attention metadata) itself; eager needs it here.
         runner.attn_backend.init_forward_metadata(fb)
     out = target_worker.forward_batch_generation(batch=None, forward_batch=fb, is_verify=True,
                                                  skip_attn_backend_init=True)
