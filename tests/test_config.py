@@ -6,7 +6,6 @@ import os
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import cpu_server_args, dflash_args, free_port, run_launcher, tiny_models

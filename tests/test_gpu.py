@@ -5,7 +5,6 @@ import os
 import re
 
 import pytest
-import requests
 
 from helpers import dflash_args, free_port, gpu_server_args, server, tiny_models
 from workload import generate, prompts
