@@ -2,7 +2,8 @@
 """Side-by-side benchmark at gemma-4-31B-it shapes (dummy weights), in ONE run on one GPU:
 
   (a) plain decoding, (b) SGLang's built-in DFLASH (SGLANG_DFLASH_IMPL=builtin), (c) our DFLASH,
-  (d) optionally our DFLASH with controlled acceptance (--accept 8.59; benchmark-only mode).
+  (d) optionally our DFLASH with controlled acceptance (--accept 8.59; benchmark-only mode),
+  and `ours-sglang-attention` (ours with SGLang's extend kernel for the block attention).
 
 For every concurrency it reports output tok/s, per-request decode rate, the plain step time, the
 speculative cycle time (draft + verify + bookkeeping, from each request's latency / verify count)
@@ -31,6 +32,10 @@ from datetime import datetime
 import requests
 
 PORT = 30000
+MODE_ENV = {  # modes other than plain / ours / ours-controlled, as environment switches
+    "builtin": {"SGLANG_DFLASH_IMPL": "builtin"},
+    "ours-sglang-attention": {"SGLANG_DFLASH_BLOCK_ATTENTION": "sglang"},  # SGLang's extend kernel in blocks
+}
 URL = f"http://127.0.0.1:{PORT}"
 
 
@@ -151,6 +156,7 @@ def main() -> None:
     ap.add_argument("--modes", default="plain,builtin,ours")
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
+    ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--continuations", default=None,
                     help="recorded plain continuations to replay (default: OUT/continuations.json from this run's plain mode)")
@@ -170,11 +176,11 @@ def main() -> None:
     except Exception:  # noqa: BLE001 - the card name is informative only
         pass
     for mode in runs:
-        env = dict(base_env)
-        if mode == "builtin":
-            env["SGLANG_DFLASH_IMPL"] = "builtin"
+        env = dict(base_env, **MODE_ENV.get(mode, {}))
         if mode.startswith("ours"):
             env["SGLANG_DFLASH_PROFILE"] = "1"
+            if a.torch_profile:
+                env["SGLANG_DFLASH_TORCH_PROFILE"] = os.path.join(a.out, f"profile_{mode}")
         if mode == "ours-controlled":
             env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
         log_path = os.path.join(a.out, f"server_{mode}.log")

@@ -42,12 +42,26 @@ def solve_p_wrong(mean_commit: float, width: int) -> float:
 
 
 class ControlledAcceptance:
-    def __init__(self, mean_commit: float, continuations: dict[str, list[int]], width: int, seed: int = 0) -> None:
+    """Draws each step's cut so that the *measured* mean commit length tracks ``mean_commit``.
+
+    The target's verify can reject a replayed token the recording had (bf16 numerics of a
+    16-token verify are not those of single-token decoding), so measured acceptance falls short
+    of the drawn one.  A slow multiplicative controller raises the drawn mean by the measured
+    shortfall, read on the host from each request's output growth between steps (no device sync).
+    """
+
+    def __init__(self, mean_commit: float, continuations: dict[str, list[int]], width: int, seed: int = 0,
+                 gain: float = 0.05) -> None:
         self.mean_commit = mean_commit
-        self.p_wrong = solve_p_wrong(mean_commit, width)
+        self.width = width
         self.continuations = continuations
         self.rng = random.Random(seed)
-        self.misses = 0
+        self.gain = gain
+        self.drawn = mean_commit
+        self.measured = mean_commit  # running mean of observed commits
+        self._p_wrong: dict[float, float] = {}
+        self.seen: dict[str, tuple[Optional[list[int]], int]] = {}  # rid -> (continuation, output length)
+        self.misses = self.steps = 0
 
     @classmethod
     def from_env(cls, width: int) -> Optional["ControlledAcceptance"]:
@@ -66,25 +80,49 @@ class ControlledAcceptance:
         )
         return mode
 
+    def p_wrong(self) -> float:
+        key = round(self.drawn, 2)
+        if key not in self._p_wrong:
+            self._p_wrong[key] = solve_p_wrong(key, self.width)
+        return self._p_wrong[key]
+
+    def _observe(self, committed: int) -> None:
+        self.measured += 0.01 * (committed - self.measured)
+        ratio = self.mean_commit / max(self.measured, 1.0)
+        self.drawn = min(max(self.drawn * ratio**self.gain, 1.0), self.width + 1.0)
+
     def override(self, reqs, drafts: torch.Tensor) -> torch.Tensor:
         """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on.  Built on
-        the host from request state alone (never reads ``drafts``), so it adds no device sync."""
+        the host from request state alone (never reads ``drafts``) and copied from pinned memory,
+        so it adds no device sync."""
         bs, width = drafts.shape
-        rows = torch.zeros((bs, width), dtype=torch.int64)
-        known = torch.zeros((bs, 1), dtype=torch.bool)
+        rows = torch.zeros((bs, width), dtype=torch.int64, pin_memory=drafts.is_cuda)
+        known = torch.zeros((bs, 1), dtype=torch.bool, pin_memory=drafts.is_cuda)
+        p_wrong = self.p_wrong()
         for i, req in enumerate(reqs):
-            cont = self.continuations.get(",".join(map(str, req.origin_input_ids)))
             done = len(req.output_ids)
+            cont, last = self.seen.get(req.rid, (None, None))
+            if last is None:
+                cont = self.continuations.get(",".join(map(str, req.origin_input_ids)))
+            elif done > last:
+                self._observe(done - last)
+            self.seen[req.rid] = (cont, done)
             if cont is None or done + width > len(cont):
                 self.misses += 1
                 continue
             accepted = 0
-            while accepted < width and self.rng.random() >= self.p_wrong:
+            while accepted < width and self.rng.random() >= p_wrong:
                 accepted += 1
             row = cont[done : done + width]
             if accepted < width:
                 row[accepted] ^= 1  # any token but the target's (vocabularies have even sizes)
             rows[i] = torch.tensor(row)
             known[i] = True
+        self.steps += 1
+        if self.steps % 500 == 0:
+            logger.warning("BENCHMARK-ONLY controlled acceptance: target %.2f, measured %.2f, drawn %.2f, misses %d",
+                           self.mean_commit, self.measured, self.drawn, self.misses)
+            live = {r.rid for r in reqs}
+            self.seen = {k: v for k, v in self.seen.items() if k in live}
         rows, known = rows.to(drafts.device, non_blocking=True), known.to(drafts.device, non_blocking=True)
         return torch.where(known, rows.to(drafts.dtype), drafts)

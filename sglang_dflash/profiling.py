@@ -8,8 +8,10 @@ one step's start to the next one's (so cycle - step = scheduler and host time no
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from typing import Optional
@@ -21,7 +23,8 @@ logger = logging.getLogger("sglang_dflash")
 
 class StepProfiler:
     """SGLANG_DFLASH_TORCH_PROFILE=DIR: a torch.profiler table of decode steps 20..29, written to
-    DIR/sglang_dflash_profile.txt (where a cycle's device and host time go, op by op)."""
+    DIR/sglang_dflash_profile.txt (where a cycle's device and host time go, op by op) and its
+    timeline to DIR/sglang_dflash_trace.json.gz (chrome://tracing / Perfetto)."""
 
     def __init__(self, out_dir: str, first: int = 20, count: int = 10) -> None:
         self.out_dir, self.first, self.last = out_dir, first, first + count
@@ -52,6 +55,12 @@ class StepProfiler:
             os.makedirs(self.out_dir, exist_ok=True)
             with open(os.path.join(self.out_dir, "sglang_dflash_profile.txt"), "w") as f:
                 f.write(f"decode steps {self.first}..{self.last - 1}\n{table}\n")
+            # the timeline shows where the device waits on the host, which the table cannot
+            trace = os.path.join(self.out_dir, "sglang_dflash_trace.json")
+            self.prof.export_chrome_trace(trace)
+            with open(trace, "rb") as src, gzip.open(trace + ".gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.remove(trace)
             logger.info("sglang-dflash: profile of decode steps %d..%d written to %s", self.first, self.last - 1,
                         self.out_dir)
             self.prof = None

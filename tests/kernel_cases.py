@@ -51,3 +51,66 @@ def test_empty_batch():
     acc = accept.greedy_accept_triton(torch.empty((0, 8), dtype=torch.int64, device=DEVICE),
                                       torch.empty((0, 8), dtype=torch.int64, device=DEVICE))
     assert acc.commit_lens.shape == (0,)
+
+
+def attention_reference(q, k_ext, v_ext, k_buf, v_buf, qo_indptr, kv_indptr, kv_indices, causal, sm_scale,
+                        logit_cap, window):
+    """Per request: prefix keys (through kv_indices) then the block's own keys, at consecutive positions."""
+    out = torch.zeros(q.shape[0], q.shape[1], v_ext.shape[2], dtype=torch.float64)
+    group = q.shape[1] // k_ext.shape[1]
+    for b in range(qo_indptr.numel() - 1):
+        q0, q1 = int(qo_indptr[b]), int(qo_indptr[b + 1])
+        idx = kv_indices[int(kv_indptr[b]):int(kv_indptr[b + 1])].long()
+        keys = torch.cat([k_buf[idx], k_ext[q0:q1]]).double().repeat_interleave(group, dim=1)
+        vals = torch.cat([v_buf[idx], v_ext[q0:q1]]).double().repeat_interleave(group, dim=1)
+        n_prefix, n_q = idx.numel(), q1 - q0
+        qpos = n_prefix + torch.arange(n_q)[:, None]
+        kpos = torch.arange(n_prefix + n_q)[None, :]
+        allowed = (kpos < n_prefix) | (kpos <= qpos) if causal else torch.ones(n_q, n_prefix + n_q, dtype=torch.bool)
+        if window > 0:
+            allowed &= (qpos - kpos) <= window
+        s = torch.einsum("qhd,khd->hqk", q[q0:q1].double(), keys) * sm_scale
+        if logit_cap > 0:
+            s = logit_cap * torch.tanh(s / logit_cap)
+        s = s.masked_fill(~allowed[None], float("-inf"))
+        out[q0:q1] = torch.einsum("hqk,khd->qhd", torch.softmax(s, dim=-1), vals)
+    return out
+
+
+ATTN_CASES = [  # bs, q heads, kv heads, head dim, block width, causal, window, cap
+    (3, 4, 2, 32, 16, True, -1, 0.0),
+    (2, 8, 1, 64, 16, False, -1, 0.0),
+    (3, 4, 4, 32, 5, True, 20, 0.0),
+    (2, 4, 2, 16, 16, True, 40, 30.0),
+    (70, 4, 2, 16, 16, True, -1, 0.0),  # enough programs that the prefix is not split
+]
+
+
+@pytest.mark.parametrize("case", ATTN_CASES)
+def test_verify_attention_kernel_matches_reference(case):
+    from sglang_dflash.kernels.verify_attention import plan, verify_attention
+
+    bs, hq, hkv, d, width, causal, window, cap = case
+    g = torch.Generator().manual_seed(hash(case) % 1000)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    prefix = torch.randint(0, 90, (bs,), generator=g)
+    prefix[0] = 0  # a request with nothing committed yet
+    slots = 400
+    kv_indptr = torch.cat([torch.zeros(1, dtype=torch.int64), prefix.cumsum(0)])
+    kv_indices = torch.cat([torch.randperm(slots, generator=g)[:int(n)] for n in prefix]).to(torch.int32)
+    qo_indptr = torch.arange(bs + 1, dtype=torch.int64) * width
+    t = bs * width
+    mk = lambda *s: (torch.randn(*s, generator=g) * 2).to(dtype)  # noqa: E731
+    q, k_ext, v_ext, k_buf, v_buf = mk(t, hq, d), mk(t, hkv, d), mk(t, hkv, d), mk(slots, hkv, d), mk(slots, hkv, d)
+    ref = attention_reference(q, k_ext, v_ext, k_buf, v_buf, qo_indptr, kv_indptr, kv_indices, causal, d**-0.5,
+                              cap, window)
+    dev = lambda x: x.to(DEVICE)  # noqa: E731
+    o = torch.empty(t, hq, d, dtype=dtype, device=DEVICE)
+    verify_attention(dev(q), dev(k_ext), dev(v_ext), o, dev(k_buf), dev(v_buf), dev(qo_indptr),  # int64, as SGLang
+                     dev(kv_indptr.to(torch.int32)), dev(kv_indices), causal, width, d**-0.5, cap, window)
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    torch.testing.assert_close(o.double().cpu(), ref, atol=tol, rtol=tol)
+    if bs == 70:
+        assert plan(bs, hq, hkv, width, d)[1] == 1
+    else:
+        assert plan(bs, hq, hkv, width, d)[1] > 1

@@ -15,28 +15,42 @@ def test_solver_hits_the_mean(mean):
     assert expected_commit(solve_p_wrong(mean, 15), 15) == pytest.approx(mean, abs=1e-6)
 
 
-def test_replayed_drafts_give_the_requested_mean_acceptance():
-    width, steps = 15, 4000
-    cont = list(range(100, 100 + steps * (width + 1) + 64))
-    mode = ControlledAcceptance(8.59, {"1,2,3": cont}, width, seed=1)
-    req = SimpleNamespace(origin_input_ids=[1, 2, 3], output_ids=[cont[0]])
+def replay(mode, cont, width, steps, veto=0.0, seed=0):
+    """Decode ``steps`` steps of one request whose target emits ``cont``; with probability
+    ``veto`` per drafted token the verify rejects a correct replayed token (numerics)."""
+    rng = torch.Generator().manual_seed(seed)
+    req = SimpleNamespace(rid="r0", origin_input_ids=[1, 2, 3], output_ids=[cont[0]])
     commits = []
     for _ in range(steps):
         done = len(req.output_ids)
         drafts = mode.override([req], torch.full((1, width), -1))
+        vetoed = torch.rand((1, width), generator=rng) < veto
+        drafts = torch.where(vetoed, drafts ^ 1, drafts)
         block = torch.cat([torch.tensor([[cont[done - 1]]]), drafts], dim=1)
         top1 = torch.tensor([cont[done - 1 + 1 : done + width + 1]])  # what the target emits
         acc = greedy_accept(block, top1)
         commits.append(int(acc.commit_lens))
         req.output_ids += acc.out_tokens[0, : int(acc.commit_lens)].tolist()
-    assert sum(commits) / steps == pytest.approx(8.59, rel=0.03)
     assert req.output_ids == cont[: len(req.output_ids)]  # still the target's own continuation
+    return commits
+
+
+@pytest.mark.parametrize("veto", [0.0, 0.02])
+def test_replayed_drafts_give_the_requested_mean_acceptance(veto):
+    width, steps = 15, 6000
+    cont = list(range(100, 100 + steps * (width + 1) + 64))
+    mode = ControlledAcceptance(8.59, {"1,2,3": cont}, width, seed=1)
+    commits = replay(mode, cont, width, steps, veto)
+    # the controller settles within the first ~1000 steps
+    assert sum(commits[1000:]) / (steps - 1000) == pytest.approx(8.59, rel=0.04)
+    if veto:
+        assert mode.drawn > 9.0  # it had to draw longer runs than it measures
 
 
 def test_unknown_prompt_keeps_the_real_drafts():
     mode = ControlledAcceptance(4.0, {}, 3)
     drafts = torch.tensor([[7, 8, 9]])
-    req = SimpleNamespace(origin_input_ids=[5], output_ids=[1])
+    req = SimpleNamespace(rid="a", origin_input_ids=[5], output_ids=[1])
     assert mode.override([req], drafts).tolist() == [[7, 8, 9]] and mode.misses == 1
 
 

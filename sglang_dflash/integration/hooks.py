@@ -7,6 +7,8 @@ on disk is edited.  patches/README.md lists the same hooks for reviewers.  With
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 
@@ -111,6 +113,68 @@ def _torch_native_forward_extend(original, self, q, k, v, layer, forward_batch, 
         fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens = saved
 
 
+BLOCK_ATTENTION_ENV = "SGLANG_DFLASH_BLOCK_ATTENTION"  # "sglang": keep SGLang's extend kernel (A/B runs)
+
+
+@functools.cache
+def _signature(fn) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def mark_verify_backend(backend) -> None:
+    """Marks the target's attention backend: its block forwards are verifies (see below)."""
+    backend.dflash_verify = True
+
+
+def _block_attention(sglang_kernel, as_decode: bool, *args, **kwargs):
+    """Stands in for the triton backend's ``extend_attention_fwd`` during a block forward: our
+    split-KV kernel when the call is plain causal/bidirectional attention over KV slots (page size 1),
+    SGLang's kernel for anything else (custom masks, sinks, scales, pages, MLA-style dims).
+
+    ``as_decode``: the target's verify must reproduce SGLang's triton *decode*, token for token.
+    That decode keeps ``min(seq_len, W)`` keys for a layer window W (``layer.sliding_window_size``,
+    already the model's window minus one) where ``seq_len`` counts the token itself, i.e. keys
+    at most W-1 positions back, one fewer than its extend kernel's mask (W back).  So a verify
+    query sees W-1 positions back, exactly what plain decoding of that token would see."""
+    a = _signature(sglang_kernel).bind(*args, **kwargs).arguments
+    simple = (
+        a.get("custom_mask") is None and a.get("sinks") is None and a.get("score_mod") is None
+        and a.get("lse_extend") is None and not a.get("skip_prefix") and not a.get("skip_extend")
+        and a.get("page_size", 1) == 1 and (a.get("xai_temperature_len") or -1) <= 0
+        and a["k_scale"] == 1.0 and a["v_scale"] == 1.0 and isinstance(a["max_len_extend"], int)
+        and a["max_len_extend"] <= 64 and a["q_extend"].shape[-1] == a["k_buffer"].shape[-1]
+    )
+    if not simple:
+        return sglang_kernel(*args, **kwargs)
+    from sglang_dflash.kernels.verify_attention import verify_attention
+
+    q = a["q_extend"]
+    window = a.get("sliding_window_size", -1)
+    if as_decode and window > 0:
+        window -= 1
+    verify_attention(
+        q, a["k_extend"], a["v_extend"], a["o_extend"], a["k_buffer"], a["v_buffer"], a["qo_indptr"],
+        a["kv_indptr"], a["kv_indices"], bool(a["is_causal"]), a["max_len_extend"],
+        a.get("sm_scale") or q.shape[-1] ** -0.5, a.get("logit_cap") or 0.0, window,
+    )
+
+
+def _triton_forward_extend(original, self, q, k, v, layer, forward_batch, *args, **kwargs):
+    """A DFLASH block (target verify or draft forward) is a short fixed-width extend: route its
+    attention to our split-KV kernel for the duration of the call."""
+    from sglang.srt.speculative.dflash_info import DFlashVerifyInput
+
+    if not (forward_batch.forward_mode.is_target_verify() and isinstance(forward_batch.spec_info, DFlashVerifyInput)):
+        return original(self, q, k, v, layer, forward_batch, *args, **kwargs)
+    sglang_kernel = self.extend_attention_fwd
+    self.extend_attention_fwd = functools.partial(_block_attention, sglang_kernel,
+                                                  getattr(self, "dflash_verify", False))
+    try:
+        return original(self, q, k, v, layer, forward_batch, *args, **kwargs)
+    finally:
+        self.extend_attention_fwd = sglang_kernel
+
+
 _ORIGINALS: dict = {}
 _AUX = "sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state._resolve_dflash_aux_hidden_state"
 
@@ -141,3 +205,6 @@ def install() -> None:
     HookRegistry.register("sglang.srt.managers.scheduler.validate_dflash_request", _validate_request, HookType.REPLACE)
     HookRegistry.register("sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
                           _torch_native_forward_extend, HookType.AROUND)
+    if os.environ.get(BLOCK_ATTENTION_ENV, "ours").strip().lower() != "sglang":
+        HookRegistry.register("sglang.srt.layers.attention.triton_backend.TritonAttnBackend.forward_extend",
+                              _triton_forward_extend, HookType.AROUND)
