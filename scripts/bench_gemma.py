@@ -43,11 +43,13 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def server_args(cfg_dir: str, mode: str, draft_backend: str, max_bs: int) -> list[str]:
+def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int]) -> list[str]:
+    max_bs = max(concs)
     args = ["--model-path", os.path.join(cfg_dir, "gemma-4-31B-it"), "--load-format", "dummy",
             "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(PORT),
             "--attention-backend", "triton", "--sampling-backend", "pytorch", "--grammar-backend", "none",
-            "--cuda-graph-backend-prefill", "disabled", "--cuda-graph-max-bs-decode", str(max_bs),
+            "--cuda-graph-backend-prefill", "disabled",
+            "--cuda-graph-bs-decode", *map(str, sorted(set(concs))),  # graphs for the measured sizes only
             "--max-running-requests", str(max_bs), "--mem-fraction-static", "0.85", "--context-length", "4096",
             "--disable-radix-cache", "--chunked-prefill-size", "2048", "--log-level", "info"]
     if mode != "plain":
@@ -108,7 +110,7 @@ def measure(concs: list[int], new: int, pool: list[list[int]]) -> list[dict]:
     rows = []
     generate(pool[0], 32)  # warm-up
     for c in concs:
-        n = max(c, 4)
+        n = max(c, 2)
         t = time.time()
         with ThreadPoolExecutor(c) as ex:
             timed = list(ex.map(lambda i: timed_generate(pool[i], new), range(n)))
@@ -185,7 +187,7 @@ def main() -> None:
             env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
         log_path = os.path.join(a.out, f"server_{mode}.log")
         log(f"=== {mode}")
-        proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, max(concs)),
+        proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, concs),
                      env, log_path)
         try:
             if mode == "plain" and not a.continuations:  # the target's own greedy continuations

@@ -25,7 +25,7 @@ from sglang_dflash.context import write_context_kv
 from sglang_dflash.controlled_acceptance import ControlledAcceptance
 from sglang_dflash.drafting import draft_forward, greedy_draft_tokens
 from sglang_dflash.draft_model import DFlashDraftModel
-from sglang_dflash.integration.hooks import mark_verify_backend
+from sglang_dflash.integration.hooks import mark_draft_backend
 from sglang_dflash.kv_cache import DraftState
 from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.verification import verify_forward
@@ -61,7 +61,6 @@ class DFlashWorker(BaseSpecWorker):
         target_model = target_worker.model_runner.model
         self.draft_model.bind_target(target_model)
         self.lm_head_weight = target_model.lm_head.weight
-        mark_verify_backend(target_worker.model_runner.attn_backend)
         # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
         self.lookahead = self.block_size
         self.tp_rank = ps.tp_rank
@@ -103,6 +102,7 @@ class DFlashWorker(BaseSpecWorker):
 
     def init_attention_backends(self):
         self._draft_worker.init_attention_backends()
+        mark_draft_backend(self.draft_runner.attn_backend)
 
     def init_cuda_graphs(self):
         # SGLang decides (CUDA graphs on a GPU unless disabled); the draft graph holds one block forward.

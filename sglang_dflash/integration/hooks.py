@@ -121,9 +121,9 @@ def _signature(fn) -> inspect.Signature:
     return inspect.signature(fn)
 
 
-def mark_verify_backend(backend) -> None:
-    """Marks the target's attention backend: its block forwards are verifies (see below)."""
-    backend.dflash_verify = True
+def mark_draft_backend(backend) -> None:
+    """Marks the draft's attention backend: its block forwards are drafts, not verifies (below)."""
+    backend.dflash_draft = True
 
 
 def _block_attention(sglang_kernel, as_decode: bool, *args, **kwargs):
@@ -168,7 +168,7 @@ def _triton_forward_extend(original, self, q, k, v, layer, forward_batch, *args,
         return original(self, q, k, v, layer, forward_batch, *args, **kwargs)
     sglang_kernel = self.extend_attention_fwd
     self.extend_attention_fwd = functools.partial(_block_attention, sglang_kernel,
-                                                  getattr(self, "dflash_verify", False))
+                                                  not getattr(self, "dflash_draft", False))
     try:
         return original(self, q, k, v, layer, forward_batch, *args, **kwargs)
     finally:
