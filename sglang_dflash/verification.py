@@ -31,8 +31,11 @@ def verify_forward(target_worker, batch, block: Block, tokens: torch.Tensor):
         batch.seq_lens_cpu, batch.seq_lens_sum = seq_lens_cpu, seq_lens_sum
     runner = target_worker.model_runner
     graph = runner.decode_cuda_graph_runner
-    if not (graph and graph.can_run_graph(fb)):
-        # A graph replay loads the batch (and its attention metadata) itself; eager needs it here.
+    # skip_attn_backend_init tells the runner the batch is planned: a graph replay then expects
+    # load_batch to have run (it keeps the padded size it computed), eager the attention metadata.
+    if graph and graph.can_run_graph(fb):
+        graph.load_batch(fb)
+    else:
         runner.attn_backend.init_forward_metadata(fb)
     out = target_worker.forward_batch_generation(batch=None, forward_batch=fb, is_verify=True,
                                                  skip_attn_backend_init=True)
