@@ -23,7 +23,7 @@ from sglang_dflash.block import prepare_block
 from sglang_dflash.config import parse_draft_config, target_shape_from_config
 from sglang_dflash.context import write_context_kv
 from sglang_dflash.controlled_acceptance import ControlledAcceptance
-from sglang_dflash.drafting import draft_forward, greedy_draft_tokens
+from sglang_dflash.drafting import draft_forward, draft_head_of, greedy_draft_tokens
 from sglang_dflash.draft_model import DFlashDraftModel
 from sglang_dflash.integration.hooks import mark_draft_backend
 from sglang_dflash.kv_cache import DraftState
@@ -60,7 +60,8 @@ class DFlashWorker(BaseSpecWorker):
         self.block_size = self.cfg.block_size
         target_model = target_worker.model_runner.model
         self.draft_model.bind_target(target_model)
-        self.lm_head_weight = target_model.lm_head.weight
+        self.draft_head = draft_head_of(target_model.lm_head, target_worker.model_runner.model_config.vocab_size,
+                                        ps.tp_rank, server_args.tp_size)
         # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
         self.lookahead = self.block_size
         self.tp_rank = ps.tp_rank
@@ -177,7 +178,7 @@ class DFlashWorker(BaseSpecWorker):
         )
         self._mark("prepare")
         hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
-        drafts = greedy_draft_tokens(hidden, self.lm_head_weight)
+        drafts = greedy_draft_tokens(hidden, self.draft_head)
         if self.controlled is not None:
             drafts = self.controlled.override(batch.reqs, drafts)
         tokens = torch.cat([block.token_ids[:, :1], drafts], dim=1)

@@ -63,3 +63,39 @@ def test_prepare_block():
 
 def test_reservation_never_shrinks_and_covers_block():
     assert reservation_lengths([10, 10, 5], [10, 40, 21], 16) == [26, 40, 21]
+
+
+def test_sharded_greedy_head_equals_full_argmax():
+    """Each tensor-parallel rank's best logit and token id, combined, is the full vocabulary's argmax
+    (ties included: values are drawn from a small set so equal maxima across shards are common)."""
+    from sglang_dflash.drafting import combine_shard_argmax
+
+    g = torch.Generator().manual_seed(7)
+    vocab, tp, n = 96, 4, 500
+    logits = torch.randint(0, 6, (n, vocab), generator=g).float()
+    shards = logits.view(n, tp, vocab // tp)
+    values, local = shards.max(dim=-1)  # [n, tp]
+    ids = local + torch.arange(tp) * (vocab // tp)
+    got = combine_shard_argmax(values.t(), ids.t())
+    best = logits.max(dim=-1, keepdim=True).values
+    first = (logits == best).to(torch.int8).argmax(dim=-1)
+    assert torch.equal(got, first)
+
+
+def test_draft_head_ranges_and_padding():
+    from types import SimpleNamespace
+
+    from sglang_dflash.drafting import draft_head_of, greedy_draft_tokens
+
+    w = torch.zeros(64, 4)
+    whole = draft_head_of(SimpleNamespace(weight=w), 60, 0, 1)
+    assert (whole.vocab_start, whole.num_valid, whole.sharded) == (0, 60, False)
+    tied_slice = draft_head_of(SimpleNamespace(weight=w[:32]), 60, 1, 2)  # rank 1 of 2, no metadata
+    assert (tied_slice.vocab_start, tied_slice.num_valid, tied_slice.sharded) == (32, 28, True)
+    meta = SimpleNamespace(org_vocab_start_index=30, num_org_elements=30)
+    assert draft_head_of(SimpleNamespace(weight=w[:32], shard_indices=meta), 60, 1, 2)[1:] == (30, 30, True)
+    # padding rows (here the best logit) are never proposed
+    w = torch.zeros(64, 4)
+    w[:60, 0] = -1.0
+    hidden = torch.ones(1, 3, 4)
+    assert greedy_draft_tokens(hidden, whole._replace(weight=w)).max() < 60
