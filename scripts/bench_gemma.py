@@ -43,7 +43,7 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int]) -> list[str]:
+def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], tp: int = 1) -> list[str]:
     max_bs = max(concs)
     args = ["--model-path", os.path.join(cfg_dir, "gemma-4-31B-it"), "--load-format", "dummy",
             "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(PORT),
@@ -51,7 +51,7 @@ def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int]) -
             "--cuda-graph-backend-prefill", "disabled",
             "--cuda-graph-bs-decode", *map(str, sorted(set(concs))),  # graphs for the measured sizes only
             "--max-running-requests", str(max_bs), "--mem-fraction-static", "0.85", "--context-length", "4096",
-            "--disable-radix-cache", "--chunked-prefill-size", "2048", "--log-level", "info"]
+            "--disable-radix-cache", "--chunked-prefill-size", "2048", "--log-level", "info", "--tp-size", str(tp)]
     if mode != "plain":
         args += ["--speculative-algorithm", "DFLASH",
                  "--speculative-draft-model-path", os.path.join(cfg_dir, "gemma-4-31B-it-DFlash"),
@@ -158,6 +158,7 @@ def main() -> None:
     ap.add_argument("--modes", default="plain,builtin,ours")
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
+    ap.add_argument("--tp", type=int, default=1, help="--tp-size of every server (2: two GPUs)")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--continuations", default=None,
@@ -187,7 +188,7 @@ def main() -> None:
             env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
         log_path = os.path.join(a.out, f"server_{mode}.log")
         log(f"=== {mode}")
-        proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, concs),
+        proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, concs, a.tp),
                      env, log_path)
         try:
             if mode == "plain" and not a.continuations:  # the target's own greedy continuations
