@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from sglang.srt.distributed import get_tensor_model_parallel_world_size, tensor_model_parallel_all_gather
 from sglang.srt.layers.logits_processor import LogitsProcessorOutput
 
 from sglang_dflash.draft_model import DFlashDraftModel
@@ -33,15 +34,18 @@ class DFlashOracleDraftModel(DFlashDraftModel):
         width = int(forward_batch.spec_info.draft_token_num)
         ids, pos = input_ids.view(-1, width), positions.view(-1, width)
         embed, norm = self._target.get_input_embeddings(), self._target.model.norm
-        lm_head = self._target.lm_head.weight
-        vocab = lm_head.shape[0]
+        lm_head = self._target.lm_head.weight  # this rank's vocabulary slice under tensor parallelism
+        vocab = lm_head.shape[0] * get_tensor_model_parallel_world_size()  # the tiny vocab has no padding
         hidden = real.hidden_states.view(ids.shape[0], width, -1).clone()
         expected = ids[:, 0]
         for i in range(1, width):
             fed = torch.where(wrong_at(pos[:, i]), (expected + 1) % vocab, expected)
             h = norm(embed(fed))
             hidden[:, i] = h.to(hidden.dtype)
-            expected = (h.to(lm_head.dtype) @ lm_head.t()).argmax(dim=-1)
+            logits = h.to(lm_head.dtype) @ lm_head.t()
+            if get_tensor_model_parallel_world_size() > 1:
+                logits = tensor_model_parallel_all_gather(logits, dim=-1)
+            expected = logits.argmax(dim=-1)
         return LogitsProcessorOutput(next_token_logits=None, hidden_states=hidden.view(-1, hidden.shape[-1]))
 
 
