@@ -73,6 +73,17 @@ def draft_head_of(lm_head, vocab_size: int, tp_rank: int, tp_size: int) -> Draft
     return DraftHead(weight, start, valid, sharded=tp_size > 1 and valid < vocab_size)
 
 
+def head_logits(hidden_rows: torch.Tensor, head: DraftHead, vocab_size: int) -> torch.Tensor:
+    """Full-vocabulary logits [N, vocab_size] of the target LM head (gathered over ranks, whose
+    equal contiguous slices of the padded vocabulary concatenate in rank order)."""
+    logits = hidden_rows.to(head.weight.dtype) @ head.weight.t()
+    if head.sharded:
+        from sglang.srt.distributed import tensor_model_parallel_all_gather
+
+        logits = tensor_model_parallel_all_gather(logits, dim=-1)
+    return logits[:, :vocab_size]
+
+
 def combine_shard_argmax(values: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     """``values``/``token_ids`` [tp, N]: each rank's best logit and its token id.  The best over
     ranks; on a tie the lowest rank, whose vocabulary slice comes first (argmax picks the first)."""

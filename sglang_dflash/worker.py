@@ -25,8 +25,10 @@ from sglang_dflash.context import write_context_kv
 from sglang_dflash.controlled_acceptance import ControlledAcceptance
 from sglang_dflash.drafting import draft_forward, draft_head_of, greedy_draft_tokens
 from sglang_dflash.draft_model import DFlashDraftModel
+from sglang_dflash.grammar import BlockGrammar, PendingBlock
 from sglang_dflash.integration.hooks import mark_draft_backend
 from sglang_dflash.kv_cache import DraftState
+from sglang_dflash.logprobs import fill_verify_logprobs
 from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.verification import verify_forward
 
@@ -179,15 +181,24 @@ class DFlashWorker(BaseSpecWorker):
         self._mark("prepare")
         hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
         drafts = greedy_draft_tokens(hidden, self.draft_head)
+        grammar = BlockGrammar.start(batch, self.block_size)  # structured output: None when unconstrained
+        if grammar is not None:
+            drafts = grammar.draft(hidden, self.draft_head, drafts)
         if self.controlled is not None:
             drafts = self.controlled.override(batch.reqs, drafts)
         tokens = torch.cat([block.token_ids[:, :1], drafts], dim=1)
         self._mark("draft")
 
+        pending = PendingBlock(tokens) if grammar is not None else None
         logits_output, can_graph = verify_forward(self.target_worker, batch, block, tokens)
+        if grammar is not None:
+            # Each position's logits masked by the grammar state after the drafts before it: the
+            # acceptance below sees what plain constrained decoding sees.
+            grammar.constrain_verify(pending, logits_output.next_token_logits)
         self._mark("verify")
         target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
         acc = self.accept(tokens, target_top1)
+        fill_verify_logprobs(batch, logits_output, acc.out_tokens)
         self._mark("accept")
 
         # Every block position is projected, committed or not: a rejected position's slot lies

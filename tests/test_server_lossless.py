@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from helpers import cpu_server_args, dflash_args, free_port, server, tiny_models
-from workload import collect, generate, prompts
+from workload import LOGPROB_KEYS, collect, generate, logprob_error, logprob_request, prompts
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,17 @@ def outputs(models, target, draft, extra, env, log_path, spec: bool):
         res = collect(srv.url, prompts())
         info = requests.get(srv.url + "/get_server_info", timeout=30).json()
         meta = generate(srv.url, prompts(1)[0])["meta_info"]
+        logprobs = logprob_request(srv.url, prompts(2)[1])["meta_info"]
         log = srv.log()
-    return res, info, meta, log
+    return res, info, meta, logprobs, log
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_dflash_equals_plain(case, tmp_path):
     models = tiny_models()
     target, draft, extra, env = CASES[case]
-    plain, _, _, _ = outputs(models, target, draft, extra, env, tmp_path / "plain.log", spec=False)
-    spec, info, meta, log = outputs(models, target, draft, extra, env, tmp_path / "dflash.log", spec=True)
+    plain, _, _, plain_lp, _ = outputs(models, target, draft, extra, env, tmp_path / "plain.log", spec=False)
+    spec, info, meta, spec_lp, log = outputs(models, target, draft, extra, env, tmp_path / "dflash.log", spec=True)
 
     assert "DFLASH implementation: sglang-dflash" in log
     assert "sglang-dflash worker ready" in log
@@ -50,3 +51,7 @@ def test_dflash_equals_plain(case, tmp_path):
     assert meta["spec_verify_ct"] >= 1 and meta["completion_tokens"] == 64
     assert meta["spec_accept_length"] == pytest.approx(meta["completion_tokens"] / meta["spec_verify_ct"], rel=0.05)
     assert info["internal_states"][0]["avg_spec_accept_length"] >= 1.0
+    # Logprobs (token and top-5, prompt and output) are the target's own, as plain decoding's.
+    for key in LOGPROB_KEYS:
+        assert logprob_error(spec_lp.get(key), plain_lp.get(key)) <= 1e-4, (case, key)
+    assert len(spec_lp["output_top_logprobs"]) == 24 and len(spec_lp["input_token_logprobs"]) == len(prompts(2)[1]) - 3

@@ -76,3 +76,49 @@ def frontend_program(url: str) -> list[dict]:
     states = qa.run_batch([{"question": q} for q in ("Why is the sky blue?", "Name a prime number.")],
                           backend=backend, num_threads=2)
     return [{"answer": st["answer"], "confidence": st["confidence"]} for st in states]
+
+
+LOGPROB_KEYS = ("input_token_logprobs", "output_token_logprobs", "input_top_logprobs", "output_top_logprobs",
+                "input_token_ids_logprobs", "output_token_ids_logprobs")
+
+
+def logprob_request(url: str, input_ids: list[int], max_new_tokens: int = 24) -> dict:
+    """Greedy generation returning the token and top-5 logprobs of the prompt (from position 3)
+    and of every generated token."""
+    r = requests.post(url + "/generate", json={
+        "input_ids": input_ids, "return_logprob": True, "top_logprobs_num": 5, "logprob_start_len": 3,
+        "sampling_params": {"temperature": 0, "max_new_tokens": max_new_tokens, "ignore_eos": True}},
+        timeout=TIMEOUT)
+    r.raise_for_status()
+    return r.json()
+
+
+def split_numbers(x) -> tuple[list[float], list]:
+    """A logprob structure as (its floats, everything else: shape, keys, token ids, None)."""
+    floats, rest = [], []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k in sorted(v):
+                rest.append(k)
+                walk(v[k])
+        elif isinstance(v, (list, tuple)):
+            rest.append(len(v))
+            for e in v:
+                walk(e)
+        elif isinstance(v, float):
+            floats.append(v)
+        else:
+            rest.append(v)
+    walk(x)
+    return floats, rest
+
+
+def logprob_error(a, b, relative_beyond_one: bool = False) -> float:
+    """Largest difference between two logprob structures with the same shape and token ids
+    (AssertionError otherwise); optionally relative for magnitudes above one."""
+    fa, ra = split_numbers(a)
+    fb, rb = split_numbers(b)
+    assert ra == rb and len(fa) == len(fb), "logprob structures or token ids differ"
+    scale = (lambda y: max(1.0, abs(y))) if relative_beyond_one else (lambda y: 1.0)
+    return max([abs(x - y) / scale(y) for x, y in zip(fa, fb)], default=0.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from sglang.srt.server_args import get_global_server_args
+
 PREFIX = "DFLASH (sglang-dflash) cannot serve this request losslessly yet: "
 
 
@@ -12,12 +14,10 @@ def unsupported_reason(req) -> Optional[str]:
     sp = req.sampling_params
     if sp.max_new_tokens == 0:
         return None  # prompt scoring (e.g. the frontend's select) is a plain target prefill
-    if req.return_logprob:
-        return PREFIX + "return_logprob / logprobs of generated tokens are not supported."
-    if getattr(req, "grammar", None) is not None or any(
-        getattr(sp, f, None) for f in ("json_schema", "regex", "ebnf", "structural_tag")
+    if any(getattr(sp, f, None) for f in ("json_schema", "regex", "ebnf", "structural_tag")) and (
+        get_global_server_args().grammar_backend == "outlines"
     ):
-        return PREFIX + "structured output (json_schema, regex, ebnf, structural_tag) is not supported."
+        return PREFIX + "structured output needs a grammar backend that can roll back (xgrammar, llguidance)."
     if req.return_hidden_states:
         return PREFIX + "return_hidden_states is not supported."
     if sp.top_k != 1:
