@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from helpers import tiny_models
 from sglang.srt.constrained.xgrammar_backend import XGrammarGrammarBackend
+from sglang_dflash.drafting import DraftHead
 from sglang_dflash.grammar import BlockGrammar, PendingBlock, walk
 from sglang_dflash.logprobs import emitted_logprobs
 
@@ -93,7 +94,7 @@ def test_constrained_drafting_picks_the_masked_argmax(env):
     batch = SimpleNamespace(reqs=[SimpleNamespace(grammar=None), SimpleNamespace(grammar=g)],
                             sampling_info=SimpleNamespace(vocab_size=VOCAB))
     grammar = BlockGrammar.start(batch, WIDTH)
-    out = grammar.draft(hidden, lm_head, drafts)
+    out = grammar.draft(hidden, DraftHead(lm_head, 0, VOCAB, sharded=False), drafts)
     assert torch.equal(out[0], drafts[0])
     picked = []
     for j in range(1, WIDTH):  # reference: one slot at a time from a fresh matcher
