@@ -111,6 +111,32 @@ def _torch_native_forward_extend(original, self, q, k, v, layer, forward_batch, 
         fb.seq_lens, fb.extend_prefix_lens, fb.extend_seq_lens = saved
 
 
+def _update_finish_state(original, self, new_accepted_len: int = 1):
+    """A verify step commits a run of tokens, and SGLang checks the run's finish conditions in a
+    fixed order (length, then stop strings over the whole run, then stop tokens), while one-token
+    decoding stops at the first token meeting any of them.  Where they can disagree -- the run
+    reaches max_new_tokens, or stop strings/regexes are set -- replay the run one token at a time,
+    exactly as plain decoding checks it."""
+    sp = self.sampling_params
+    ids = self.output_ids
+    if (new_accepted_len <= 1 or self.finished() or self.to_finish is not None
+            or (len(ids) < sp.max_new_tokens and not sp.stop_strs and not sp.stop_regex_strs)):
+        return original(self, new_accepted_len)
+    start = len(ids) - new_accepted_len
+    run = ids[start:]
+    del ids[start:]
+    try:
+        for token in run:
+            ids.append(token)
+            original(self, 1)
+            if self.finished():
+                if self.finished_len is None:  # finished on text decoded before this step
+                    self.finished_len = len(ids)
+                break
+    finally:
+        ids.extend(run[len(ids) - start:])
+
+
 _ORIGINALS: dict = {}
 _AUX = "sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state._resolve_dflash_aux_hidden_state"
 
@@ -139,5 +165,7 @@ def install() -> None:
     HookRegistry.register("sglang.srt.model_loader.loader.get_model_architecture",
                           _get_model_architecture, HookType.AROUND)
     HookRegistry.register("sglang.srt.managers.scheduler.validate_dflash_request", _validate_request, HookType.REPLACE)
+    HookRegistry.register("sglang.srt.managers.schedule_batch.Req.update_finish_state", _update_finish_state,
+                          HookType.AROUND)
     HookRegistry.register("sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
                           _torch_native_forward_extend, HookType.AROUND)
