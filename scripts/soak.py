@@ -115,7 +115,8 @@ def kv_tokens(url: str) -> dict:
     requests.post(url + "/flush_cache", timeout=60)
     time.sleep(2)
     load = requests.get(url + "/v1/loads", params={"include": "core"}, timeout=30).json()["loads"][0]
-    return {"used": load.get("num_used_tokens"), "total": load.get("num_total_tokens")}
+    used, capacity = load.get("num_used_tokens", 0), load.get("max_total_num_tokens")
+    return {"used": used, "capacity": capacity, "free": capacity - used if capacity is not None else None}
 
 
 # --- the workload ----------------------------------------------------------------------------
@@ -151,7 +152,7 @@ class Soak:
     # requests ---------------------------------------------------------------------------------
     def prompt(self, rng: random.Random, text_ok: bool) -> dict:
         r = rng.random()
-        n = rng.randrange(1, 16) if r < 0.35 else rng.randrange(16, 200) if r < 0.85 else rng.randrange(200, 700)
+        n = rng.randrange(1, 16) if r < 0.35 else rng.randrange(16, 200) if r < 0.85 else rng.randrange(200, 600)
         n = min(n, self.a.context_length - 8)
         if text_ok and self.has_tok and rng.random() < 0.3:
             words = ["the", "block", "draft", "verify", "token", "cache", "speculative", "decode", "Paris", "42"]
@@ -352,7 +353,7 @@ def main() -> int:
     ap.add_argument("--context-length", type=int, default=1024)
     ap.add_argument("--max-total-tokens", type=int, default=None,
                     help="KV pool size (small values make SGLang retract decoding requests)")
-    ap.add_argument("--max-new", type=int, default=200, help="largest max_new_tokens drawn")
+    ap.add_argument("--max-new", type=int, default=160, help="largest max_new_tokens drawn")
     ap.add_argument("--abort-delay", type=float, default=1.5, help="aborts arrive within this many seconds")
     ap.add_argument("--plain-url", default=None)
     ap.add_argument("--dflash-url", default=None)
@@ -362,7 +363,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="directory for the server logs and soak_report.json")
     a = ap.parse_args()
     if a.max_total_tokens is None and a.device == "cpu":
-        a.max_total_tokens = 6144
+        a.max_total_tokens = 1536  # a few long requests at once fill it: SGLang retracts some
     out = a.out or os.environ.get("OUT") or "/tmp"
     os.makedirs(out, exist_ok=True)
     plain_args, dflash_args, env, has_tok = server_plan(a)
