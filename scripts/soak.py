@@ -130,6 +130,9 @@ class Soak:
         self.plain_cache: dict[str, dict] = {}
         self.stop_at = 0.0
         self.dead = threading.Event()
+        # Without a plain server running alongside (one GPU holds one big model), comparisons wait
+        # until the DFLASH run is over and a plain server replays them.
+        self.deferred: list[tuple] = []
 
     def count(self, key: str, n: int = 1) -> None:
         with self.lock:
@@ -146,7 +149,12 @@ class Soak:
         with self.lock:
             self.counts["mismatches"] += 1
             if len(self.mismatches) < 20:
-                self.mismatches.append({"what": what, "body": body, "dflash": got, "plain": want})
+                entry = {"what": what, "body": body, "dflash": got, "plain": want}
+                g, w = (x.get("output_ids") if isinstance(x, dict) else None for x in (got, want))
+                if g is not None and w is not None:  # where the token streams part
+                    entry["first_difference"] = next((i for i, (x, y) in enumerate(zip(g, w)) if x != y),
+                                                     min(len(g), len(w)))
+                self.mismatches.append(entry)
         log(f"MISMATCH {what}: {json.dumps(body)[:200]}")
 
     # requests ---------------------------------------------------------------------------------
@@ -159,16 +167,16 @@ class Soak:
             return {"text": " ".join(rng.choice(words) for _ in range(max(1, n // 2)))}
         return {"input_ids": [rng.randrange(3, self.vocab - 64) for _ in range(n)]}
 
-    def plain_answer(self, body: dict) -> dict:
+    def plain_answer(self, body: dict, url: Optional[str] = None) -> dict:
         key = json.dumps(body, sort_keys=True)
         with self.lock:
-            hit = self.plain_cache.get(key)
+            hit = self.plain_cache.get(key) if url is None else None
         if hit is not None:
             return hit
-        r = requests.post(self.plain + "/generate", json=body, timeout=TIMEOUT)
+        r = requests.post((url or self.plain) + "/generate", json=body, timeout=TIMEOUT)
         out = {"status": r.status_code, "json": r.json() if r.status_code == 200 else None, "text": r.text[:300]}
         with self.lock:
-            if len(self.plain_cache) < 5000:
+            if len(self.plain_cache) < 5000 and url is None:
                 self.plain_cache[key] = out
         return out
 
@@ -177,6 +185,10 @@ class Soak:
         return (resp.get("output_ids"), resp.get("text"))
 
     def compare(self, what: str, body: dict, got: dict, prefix: bool = False) -> None:
+        if self.plain is None:
+            with self.lock:
+                self.deferred.append(("answer", what, body, got, prefix))
+            return
         want = self.plain_answer(body)
         if want["status"] != 200:
             self.error(f"plain server answered {want['status']} to a {what} request: {want['text']}")
@@ -190,6 +202,8 @@ class Soak:
             ok = ok and got["meta_info"]["finish_reason"] == want["json"]["meta_info"]["finish_reason"]
         if not ok:
             self.mismatch(what, body, got, want["json"])
+        else:
+            self.count("compared")
 
     def greedy_params(self, rng: random.Random) -> dict:
         r = rng.random()
@@ -198,7 +212,7 @@ class Soak:
 
     def with_stop(self, rng: random.Random, body: dict) -> dict:
         """Stops taken from the middle of the plain answer, so they land inside accepted runs."""
-        base = self.plain_answer(body)
+        base = self.plain_answer(body, None if self.plain else self.dflash)
         if base["status"] != 200:
             return body
         ids, text = self.tokens(base["json"])
@@ -310,13 +324,35 @@ class Soak:
         body["input_ids"] = [rng.randrange(3, self.vocab - 64) for _ in range(self.a.context_length + rng.randrange(0, 64))]
         self.same_refusal("too_long", body)
 
-    def same_refusal(self, what: str, body: dict) -> None:
-        r = self.post(body)
+    def same_refusal(self, what: str, body: dict, got: Optional[tuple] = None) -> None:
+        r_status, r_text = got or (lambda r: (r.status_code, r.text))(self.post(body))
+        if self.plain is None:
+            with self.lock:
+                self.deferred.append(("refusal", what, body, (r_status, r_text)))
+            return
         want = self.plain_answer(body)
-        if r.status_code == 200 or r.status_code != want["status"]:
-            self.mismatch(f"{what} (status {r.status_code} vs plain {want['status']})", body, r.text[:300], want["text"])
+        if r_status == 200 or r_status != want["status"]:
+            self.mismatch(f"{what} (status {r_status} vs plain {want['status']})", body, r_text[:300], want["text"])
         else:
             self.count("rejected_" + what)
+
+    def replay(self, plain_url: str) -> None:
+        """The deferred comparisons, against a plain server started after the DFLASH run."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.plain = plain_url
+
+        def one(item: tuple) -> None:
+            try:
+                if item[0] == "answer":
+                    self.compare(*item[1:])
+                else:
+                    self.same_refusal(item[1], item[2], item[3])
+            except Exception as e:  # noqa: BLE001
+                self.error(f"replay: {type(e).__name__}: {e}")
+
+        with ThreadPoolExecutor(self.a.concurrency) as pool:
+            list(pool.map(one, self.deferred))
 
     # driver -----------------------------------------------------------------------------------
     def worker(self, idx: int) -> None:
@@ -339,6 +375,43 @@ def scan_log(path: Optional[str]) -> dict:
             "log_tail_on_error": text[-3000:] if any(p in text for p in LEAK_PATTERNS + ERROR_PATTERNS) else None}
 
 
+def run_workload(a, soak: Soak, report: dict, srv, pgid: Optional[int]) -> None:
+    warm = {"input_ids": [5, 6, 7], "sampling_params": {"temperature": 0, "max_new_tokens": 16, "ignore_eos": True}}
+    requests.post(soak.dflash + "/generate", json=warm, timeout=TIMEOUT).raise_for_status()  # pools settle first
+    report["start"] = {"rss_mb": group_rss_mb(pgid), "kv_tokens": kv_tokens(soak.dflash)}
+    log(f"start: {report['start']}")
+    t0 = time.time()
+    soak.stop_at = t0 + a.duration
+    threads = [threading.Thread(target=soak.worker, args=(i,), daemon=True) for i in range(a.concurrency)]
+    for t in threads:
+        t.start()
+    alive = True
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=max(0.1, a.progress / len(threads)))
+        alive = srv is None or srv.alive()
+        if not alive:
+            soak.dead.set()
+        with soak.lock:
+            c = dict(soak.counts)
+        rss = group_rss_mb(pgid)
+        report.setdefault("rss_mb_samples", []).append([round(time.time() - t0), rss])
+        log(f"t={time.time() - t0:.0f}s requests={c.get('requests', 0)} served={c.get('served', 0)} "
+            f"errors={c.get('errors', 0)} mismatches={c.get('mismatches', 0)} aborted={c.get('aborted', 0)} "
+            f"disconnected={c.get('disconnected', 0)} refused={c.get('refused', 0)} rss_mb={rss}")
+    report["wall_s"] = round(time.time() - t0, 1)
+    crashed = not alive
+    if not crashed:
+        try:
+            time.sleep(5)  # idle: SGLang's pool accounting runs (strict: a leak stops the scheduler)
+            report["end"] = {"rss_mb": group_rss_mb(pgid), "kv_tokens": kv_tokens(soak.dflash)}
+            crashed = srv is not None and not srv.alive()
+        except requests.RequestException as e:
+            soak.error(f"end-of-run reads failed: {e}")
+            crashed = True
+    report["crashes"] = int(crashed)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, required=True, help="seconds of workload")
@@ -356,6 +429,9 @@ def main() -> int:
     ap.add_argument("--max-new", type=int, default=160, help="largest max_new_tokens drawn")
     ap.add_argument("--abort-delay", type=float, default=1.5, help="aborts arrive within this many seconds")
     ap.add_argument("--plain-url", default=None)
+    ap.add_argument("--sequential", action="store_true",
+                    help="start the plain server only after the DFLASH run and replay the comparisons "
+                         "(the default on cuda: one GPU holds one copy of a big target)")
     ap.add_argument("--dflash-url", default=None)
     ap.add_argument("--dflash-pid", type=int, default=None, help="with --dflash-url: its process group, for RSS")
     ap.add_argument("--progress", type=float, default=30.0, help="seconds between progress lines")
@@ -363,7 +439,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="directory for the server logs and soak_report.json")
     a = ap.parse_args()
     if a.max_total_tokens is None and a.device == "cpu":
-        a.max_total_tokens = 1536  # a few long requests at once fill it: SGLang retracts some
+        a.max_total_tokens = 1024  # a few long requests at once fill it: SGLang retracts some
     out = a.out or os.environ.get("OUT") or "/tmp"
     os.makedirs(out, exist_ok=True)
     plain_args, dflash_args, env, has_tok = server_plan(a)
@@ -376,51 +452,30 @@ def main() -> int:
     report: dict = {"command": " ".join(sys.argv), "device": a.device, "concurrency": a.concurrency,
                     "duration_s": a.duration}
     dflash_log = os.path.join(out, "soak_dflash.log") if not a.dflash_url else None
-    with ExitStack() as stack:
+    sequential = a.sequential or (a.device == "cuda" and not a.plain_url)
+    report["plain_server"] = "after the DFLASH run (replayed)" if sequential else "alongside"
+    with ExitStack() as plain_stack:
+        plain_url = None
         if a.plain_url:
             plain_url = a.plain_url
-        else:
+        elif not sequential:
             log("starting the plain server")
-            plain_url = stack.enter_context(server(plain_args, os.path.join(out, "soak_plain.log"), env)).url
-        if a.dflash_url:
-            dflash_url, pgid = a.dflash_url, a.dflash_pid
-        else:
-            log("starting the DFLASH server")
-            srv = stack.enter_context(server(dflash_args, dflash_log, env))
-            dflash_url, pgid = srv.url, srv.proc.pid
-        soak = Soak(a, plain_url, dflash_url, has_tok, vocab)
-        warm = {"input_ids": [5, 6, 7], "sampling_params": {"temperature": 0, "max_new_tokens": 16, "ignore_eos": True}}
-        soak.do_greedy(random.Random(0), warm)  # allocator and caches settle before memory is read
-        report["start"] = {"rss_mb": group_rss_mb(pgid), "kv_tokens": kv_tokens(dflash_url)}
-        log(f"start: {report['start']}")
-        t0 = time.time()
-        soak.stop_at = t0 + a.duration
-        threads = [threading.Thread(target=soak.worker, args=(i,), daemon=True) for i in range(a.concurrency)]
-        for t in threads:
-            t.start()
-        alive = True
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(timeout=max(0.1, min(a.progress, soak.stop_at + TIMEOUT - time.time()) / len(threads)))
-            alive = srv.alive() if not a.dflash_url else True
-            if not alive:
-                soak.dead.set()
-            with soak.lock:
-                c = dict(soak.counts)
-            log(f"t={time.time() - t0:.0f}s requests={c.get('requests', 0)} served={c.get('served', 0)} "
-                f"errors={c.get('errors', 0)} mismatches={c.get('mismatches', 0)} aborted={c.get('aborted', 0)} "
-                f"disconnected={c.get('disconnected', 0)} refused={c.get('refused', 0)} rss_mb={group_rss_mb(pgid)}")
-        report["wall_s"] = round(time.time() - t0, 1)
-        crashed = not alive or (not a.dflash_url and not srv.alive())
-        if not crashed:
-            try:
-                report["end"] = {"rss_mb": group_rss_mb(pgid), "kv_tokens": kv_tokens(dflash_url)}
-                crashed = not a.dflash_url and not srv.alive()
-            except requests.RequestException as e:
-                soak.error(f"end-of-run reads failed: {e}")
-                crashed = True
+            plain_url = plain_stack.enter_context(server(plain_args, os.path.join(out, "soak_plain.log"), env)).url
+        with ExitStack() as stack:
+            srv = None
+            if a.dflash_url:
+                dflash_url, pgid = a.dflash_url, a.dflash_pid
+            else:
+                log("starting the DFLASH server")
+                srv = stack.enter_context(server(dflash_args, dflash_log, env))
+                dflash_url, pgid = srv.url, srv.proc.pid
+            soak = Soak(a, plain_url, dflash_url, has_tok, vocab)
+            run_workload(a, soak, report, srv, pgid)
+        if sequential and not report["crashes"]:
+            log(f"replaying {len(soak.deferred)} comparisons against a plain server")
+            with server(plain_args, os.path.join(out, "soak_plain.log"), env) as plain_srv:
+                soak.replay(plain_srv.url)
         report.update(soak.counts)
-        report["crashes"] = int(crashed)
         report["mismatch_examples"] = soak.mismatches
         report["error_examples"] = soak.errors
     report["server_log"] = scan_log(dflash_log)

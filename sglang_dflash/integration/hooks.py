@@ -48,9 +48,9 @@ def _create_worker(original, self, server_args):
 
 
 def _handle_dflash(server_args) -> None:
-    from sglang_dflash.integration.server_args import handle_dflash_server_args
+    from sglang_dflash.integration.server_args import fail_like_argparse, handle_dflash_server_args
 
-    handle_dflash_server_args(server_args)
+    fail_like_argparse(handle_dflash_server_args)(server_args)
 
 
 def _check_draft_path(server_args) -> None:
@@ -58,9 +58,9 @@ def _check_draft_path(server_args) -> None:
     a local draft path that names no checkpoint fails here with our message, not a hub error."""
     if (server_args.speculative_algorithm or "").upper() != "DFLASH":
         return None
-    from sglang_dflash.integration.server_args import check_local_draft_path
+    from sglang_dflash.integration.server_args import check_local_draft_path, fail_like_argparse
 
-    check_local_draft_path(server_args.speculative_draft_model_path)
+    fail_like_argparse(lambda args: check_local_draft_path(args.speculative_draft_model_path))(server_args)
     return None
 
 
