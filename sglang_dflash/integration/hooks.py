@@ -119,7 +119,8 @@ def _update_finish_state(original, self, new_accepted_len: int = 1):
     exactly as plain decoding checks it."""
     sp = self.sampling_params
     ids = self.output_ids
-    if (new_accepted_len <= 1 or self.finished() or self.to_finish is not None
+    # A grammar has already consumed (and cut) the whole run: its state cannot be replayed per token.
+    if (new_accepted_len <= 1 or self.finished() or self.to_finish is not None or self.grammar is not None
             or (len(ids) < sp.max_new_tokens and not sp.stop_strs and not sp.stop_regex_strs)):
         return original(self, new_accepted_len)
     start = len(ids) - new_accepted_len
