@@ -124,6 +124,13 @@ def parse_draft_config(
         raise DraftConfigError(
             "hidden_size", f"draft hidden size {hidden} differs from the target's {target.hidden_size}"
         )
+    if target is not None:
+        # No embedding or LM head of its own, but trained against one target: its vocabulary and depth.
+        for key, theirs, what in (("vocab_size", target.vocab_size, "vocabulary size"),
+                                  ("num_target_layers", target.num_layers, "target layer count")):
+            if cfg.get(key) is not None and cfg[key] != theirs:
+                raise DraftConfigError(
+                    key, f"draft {what} {cfg[key]!r} differs from the target's {theirs}: a draft for another target?")
     num_layers = _int(cfg, "num_hidden_layers")
     num_heads = _int(cfg, "num_attention_heads")
     num_kv_heads = _int(cfg, "num_key_value_heads") if "num_key_value_heads" in cfg else num_heads

@@ -132,20 +132,80 @@ def test_weight_errors(models, tmp_path):
         check_draft_weights(no_layer, parsed)
 
 
+def draft_dir(models, tmp_path, case):
+    """A draft path that is wrong in the way ``case`` names."""
+    if case == "no such path":
+        return str(tmp_path / "nowhere")
+    if case == "a file, not a directory":
+        return os.path.join(models, "qwen3-dflash", "config.json")
+    out = broken_copy(models, tmp_path)
+    cfg = os.path.join(out, "config.json")
+    if case == "no config.json":
+        os.remove(cfg)
+    elif case == "unreadable config.json":  # (a directory: unreadable even to root, who ignores modes)
+        os.remove(cfg)
+        os.mkdir(cfg)
+    elif case == "config.json not JSON":
+        with open(cfg, "w") as f:
+            f.write("{not json")
+    elif case == "no weights":
+        os.remove(os.path.join(out, "model.safetensors"))
+    return out
+
+
+def edited(**changes):
+    return lambda c: c.update(changes)
+
+
+DRAFT = "sglang_dflash_default_draft"
+LAUNCH_ERRORS = [
+    # (case, draft (a case of draft_dir, or a config edit), extra flags, what the one line must say)
+    ("no such path", "no such path", [], "does not exist or is not a directory"),
+    ("a file, not a directory", "a file, not a directory", [], "does not exist or is not a directory"),
+    ("no config.json", "no config.json", [], "field 'config.json': cannot read"),
+    ("unreadable config.json", "unreadable config.json", [], "field 'config.json': cannot read"),
+    ("config.json not JSON", "config.json not JSON", [], "is not valid JSON"),
+    ("no weights", "no weights", [], "no *.safetensors file"),
+    ("missing fc", "missing fc", [], "field 'fc.weight': tensor missing"),
+    ("hidden size", edited(hidden_size=136), [], "field 'hidden_size': draft hidden size 136 differs"),
+    ("vocabulary", edited(vocab_size=4096), [], "field 'vocab_size': draft vocabulary size 4096 differs"),
+    ("target depth", edited(num_target_layers=36), [], "field 'num_target_layers': draft target layer count 36"),
+    ("layer ids", lambda c: c["dflash_config"].update(target_layer_ids=[1, 7]), [],
+     "entry 1 = 7 is outside the target's layers [0, 4)"),
+    ("block size 1", DRAFT, ["--speculative-num-draft-tokens", "1"], "block size must be an integer in [2, 64], got 1"),
+    ("block size 65", DRAFT, ["--speculative-num-draft-tokens", "65"], "block size must be an integer in [2, 64], got 65"),
+    ("block sizes differ", DRAFT, ["--speculative-dflash-block-size", "8"],
+     "--speculative-num-draft-tokens and --speculative-dflash-block-size differ"),
+    ("GPU draft backend on CPU", DRAFT, ["--speculative-draft-attention-backend", "flashinfer"],
+     "--speculative-draft-attention-backend 'flashinfer' is not supported on device 'cpu'"),
+    ("unknown draft backend", DRAFT, ["--speculative-draft-attention-backend", "warp_drive"], "warp_drive"),
+    ("eagle topk", DRAFT, ["--speculative-eagle-topk", "4"], "--speculative-eagle-topk 4 does not apply"),
+    ("draft window", DRAFT, ["--speculative-draft-window-size", "64"], "does not support --speculative-draft-window-size"),
+    ("dp attention", DRAFT, ["--enable-dp-attention"], "dp"),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["hidden_size", "missing fc", "no such path"])
-def test_launcher_fails_fast_with_the_message(models, tmp_path, case):
-    if case == "hidden_size":
-        draft = broken_copy(models, tmp_path, edit_config=lambda c: c.update(hidden_size=c["hidden_size"] + 8))
-        expect = "field 'hidden_size': draft hidden size"
-    elif case == "missing fc":
-        draft = broken_copy(models, tmp_path, edit_weights=lambda sd: sd.pop("fc.weight"))
-        expect = "field 'fc.weight': tensor missing"
+@pytest.mark.parametrize("case,draft,flags,expect", LAUNCH_ERRORS, ids=[e[0] for e in LAUNCH_ERRORS])
+def test_launcher_fails_fast_with_one_clear_line(models, tmp_path, case, draft, flags, expect):
+    """Through the unchanged launch command: it exits in the launcher, before any model is built,
+    and its last line on stderr is the one message naming the problem."""
+    if draft == DRAFT:
+        path = os.path.join(models, "qwen3-dflash")
+    elif callable(draft):
+        path = broken_copy(models, tmp_path, edit_config=draft)
+    elif draft == "missing fc":
+        path = broken_copy(models, tmp_path, edit_weights=lambda sd: sd.pop("fc.weight"))
     else:
-        draft, expect = str(tmp_path / "nowhere"), "does not exist or is not a directory"
-    args = cpu_server_args(os.path.join(models, "qwen3"), free_port()) + dflash_args(draft)
-    out = run_launcher(args, timeout=240)
-    text = out.stdout + out.stderr
+        path = draft_dir(models, tmp_path, draft)
+    args = cpu_server_args(os.path.join(models, "qwen3"), free_port()) + dflash_args(path)
+    if "--speculative-num-draft-tokens" in flags:
+        i = args.index("--speculative-num-draft-tokens")
+        del args[i:i + 2]
+    out = run_launcher(args + flags, timeout=240)
+    last = out.stderr.strip().splitlines()[-1]
     assert out.returncode != 0
-    assert expect in text, text[-3000:]
-    assert "Load weight" not in text  # failed before any model was built
+    assert expect in last, out.stderr[-3000:]
+    assert "Load weight" not in out.stdout + out.stderr  # failed before any model was built
+    if "DFLASH" in last:  # ours: the argparse way, no traceback through SGLang
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]

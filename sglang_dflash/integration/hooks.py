@@ -50,9 +50,9 @@ def _create_worker(original, self, server_args):
 
 
 def _handle_dflash(server_args) -> None:
-    from sglang_dflash.integration.server_args import handle_dflash_server_args
+    from sglang_dflash.integration.server_args import fail_like_argparse, handle_dflash_server_args
 
-    handle_dflash_server_args(server_args)
+    fail_like_argparse(handle_dflash_server_args)(server_args)
 
 
 def _check_draft_path(server_args) -> None:
@@ -60,9 +60,9 @@ def _check_draft_path(server_args) -> None:
     a local draft path that names no checkpoint fails here with our message, not a hub error."""
     if (server_args.speculative_algorithm or "").upper() != "DFLASH":
         return None
-    from sglang_dflash.integration.server_args import check_local_draft_path
+    from sglang_dflash.integration.server_args import check_local_draft_path, fail_like_argparse
 
-    check_local_draft_path(server_args.speculative_draft_model_path)
+    fail_like_argparse(lambda args: check_local_draft_path(args.speculative_draft_model_path))(server_args)
     return None
 
 
@@ -175,6 +175,33 @@ def _triton_forward_extend(original, self, q, k, v, layer, forward_batch, *args,
         self.extend_attention_fwd = sglang_kernel
 
 
+def _update_finish_state(original, self, new_accepted_len: int = 1):
+    """A verify step commits a run of tokens, and SGLang checks the run's finish conditions in a
+    fixed order (length, then stop strings over the whole run, then stop tokens), while one-token
+    decoding stops at the first token meeting any of them.  Where they can disagree -- the run
+    reaches max_new_tokens, or stop strings/regexes are set -- replay the run one token at a time,
+    exactly as plain decoding checks it."""
+    sp = self.sampling_params
+    ids = self.output_ids
+    # A grammar has already consumed (and cut) the whole run: its state cannot be replayed per token.
+    if (new_accepted_len <= 1 or self.finished() or self.to_finish is not None or self.grammar is not None
+            or (len(ids) < sp.max_new_tokens and not sp.stop_strs and not sp.stop_regex_strs)):
+        return original(self, new_accepted_len)
+    start = len(ids) - new_accepted_len
+    run = ids[start:]
+    del ids[start:]
+    try:
+        for token in run:
+            ids.append(token)
+            original(self, 1)
+            if self.finished():
+                if self.finished_len is None:  # finished on text decoded before this step
+                    self.finished_len = len(ids)
+                break
+    finally:
+        ids.extend(run[len(ids) - start:])
+
+
 _ORIGINALS: dict = {}
 _AUX = "sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state._resolve_dflash_aux_hidden_state"
 
@@ -203,6 +230,8 @@ def install() -> None:
     HookRegistry.register("sglang.srt.model_loader.loader.get_model_architecture",
                           _get_model_architecture, HookType.AROUND)
     HookRegistry.register("sglang.srt.managers.scheduler.validate_dflash_request", _validate_request, HookType.REPLACE)
+    HookRegistry.register("sglang.srt.managers.schedule_batch.Req.update_finish_state", _update_finish_state,
+                          HookType.AROUND)
     HookRegistry.register("sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",
                           _torch_native_forward_extend, HookType.AROUND)
     if os.environ.get(BLOCK_ATTENTION_ENV, "ours").strip().lower() != "sglang":

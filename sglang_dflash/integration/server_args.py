@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
 from sglang_dflash.config import (
     DraftConfig,
@@ -30,9 +31,35 @@ class DFlashArgError(ValueError):
     pass
 
 
+def from_the_command_line() -> bool:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return (spec is not None and spec.name == "sglang.launch_server") or os.path.basename(sys.argv[0]) == "sglang"
+
+
+def fail_like_argparse(check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A bad flag or draft given to the launch command ends it the way argparse does: one line
+    on stderr, exit status 2, no traceback through SGLang's argument handling.  Library callers
+    (``sglang.Engine``) get the exception."""
+
+    def run(server_args) -> None:
+        try:
+            check(server_args)
+        except (DFlashArgError, DraftConfigError) as e:
+            if not from_the_command_line():
+                raise
+            print(f"sglang.launch_server: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return run
+
+
 def check_local_draft_path(path) -> None:
-    """A path that is clearly local (absolute or ./-relative) must be a checkpoint directory."""
-    if path and (os.path.isabs(path) or path.startswith(".")) and not os.path.isdir(path):
+    """A path that is clearly local (absolute or ./-relative) must be a checkpoint directory, and
+    a local checkpoint's config.json readable JSON (SGLang parses it next, with a deep traceback)."""
+    if path and os.path.isdir(path):
+        load_json_config(path, f"draft {path}")
+    elif path and (os.path.isabs(path) or path.startswith(".")):
         raise DraftConfigError("path", f"{path!r} does not exist or is not a directory", f"draft {path}")
 
 
@@ -107,10 +134,14 @@ def handle_dflash_server_args(server_args) -> None:
                 f"({server_args.speculative_num_draft_tokens} vs {block}); DFLASH uses one block size"
             )
         server_args.speculative_num_draft_tokens = block
-    # EAGLE-style fields still size generic scheduler buffers: a DFlash block is one step of width B.
+    # EAGLE-style fields still size generic scheduler buffers: a DFlash block is one step of width B,
+    # one chain.  Another value asks for something DFLASH does not do (several draft steps, a tree).
     for name in ("speculative_num_steps", "speculative_eagle_topk"):
         if getattr(server_args, name) not in (None, 1):
-            logger.warning("DFLASH ignores --%s=%s (it is always 1)", name.replace("_", "-"), getattr(server_args, name))
+            raise DFlashArgError(
+                f"DFLASH (sglang-dflash) drafts one block of --speculative-num-draft-tokens tokens as a single "
+                f"chain in one step: --{name.replace('_', '-')} {getattr(server_args, name)} does not apply "
+                "(leave it out or pass 1)")
         setattr(server_args, name, 1)
 
     cfg = load_draft_config(server_args)
