@@ -143,3 +143,32 @@ def test_penalties_match_sglangs_penalizers():
         if i < width - 1:
             orch.cumulate_output_tokens(drafts[:, i])
     assert torch.isinf(got[2, :3, [7, 9, 12]]).all() and not torch.isinf(got[2, 3:]).any()  # min_new_tokens
+
+
+@pytest.mark.parametrize("params", [
+    {"temperature": 0.7, "top_k": 3},
+    {"temperature": 1.3, "top_p": 0.7},
+    {"temperature": 1.0, "min_p": 0.2},
+    {"temperature": 0.9, "top_k": 5, "top_p": 0.8, "min_p": 0.1},
+])
+def test_target_probs_is_what_sglangs_sampler_draws_from(params):
+    """SGLang's own top-k/top-p/min-p sampler (pytorch backend), run 40,000 times on one row,
+    draws from the law target_probs computes (chi-square), and never outside its support."""
+    torch.manual_seed(11)
+    vocab, n = 12, 40_000
+    logits = torch.randn((1, 1, vocab), generator=torch.Generator().manual_seed(7)) * 1.5
+    req = request(**params)
+    ours = target_probs(processed_logits(logits, torch.zeros((1, 0), dtype=torch.int64),
+                                         params_from_requests([req], vocab, "cpu")),
+                        params_from_requests([req], vocab, "cpu"))[0, 0].double()
+    sp = req.sampling_params
+    probs = torch.softmax(logits[0] / sp.temperature, dim=-1).expand(n, vocab).contiguous()
+    drawn = top_k_top_p_min_p_sampling_from_probs_torch(
+        probs, torch.full((n,), sp.top_k), torch.full((n,), sp.top_p), torch.full((n,), sp.min_p),
+        sp.min_p > 0, None, None)
+    counts = torch.bincount(drawn.long(), minlength=vocab).double()
+    support = ours > 0
+    assert counts[~support].sum() == 0
+    assert support.sum() < vocab  # the filters did cut something
+    p = chisquare(counts[support].numpy(), (ours[support] / ours[support].sum() * n).numpy()).pvalue
+    assert p > 0.01, (p, counts, ours)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2_contingency
 
-from helpers import TESTS, tiny_models
+from helpers import TESTS, free_port, tiny_models
 from markov_model import ACTIVE, markov_model
 
 pytestmark = pytest.mark.slow
@@ -49,9 +49,15 @@ def engine(spec: bool, extra_env: dict):
     if spec:
         kw = dict(speculative_algorithm="DFLASH", speculative_num_draft_tokens=16,
                   speculative_draft_model_path=os.path.join(tiny_models(), "qwen3-pi-oracle"))
-    return sgl.Engine(model_path=markov_model(), device="cpu", attention_backend="torch_native", dtype="float32",
-                      mem_fraction_static=0.05, max_total_tokens=65536, chunked_prefill_size=8192,
-                      skip_tokenizer_init=True, log_level="warning", **kw)
+    for attempt in range(3):
+        try:
+            return sgl.Engine(model_path=markov_model(), device="cpu", attention_backend="torch_native",
+                              dtype="float32", mem_fraction_static=0.05, max_total_tokens=65536,
+                              chunked_prefill_size=8192, skip_tokenizer_init=True, log_level="warning",
+                              nccl_port=free_port(), **kw)
+        except RuntimeError as e:  # another process took the free port first: pick again
+            if attempt == 2 or "died during initialization" not in str(e):
+                raise
 
 
 def sample(spec: bool, configs: dict, extra_env: Optional[dict] = None) -> tuple[dict, list, float]:
