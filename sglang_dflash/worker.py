@@ -84,7 +84,6 @@ class DFlashWorker(BaseSpecWorker):
         if str(self.device).startswith("cuda"):  # one launch each instead of a dozen small kernels
             from sglang_dflash.kernels.accept import greedy_accept_triton
             from sglang_dflash.kernels.block_prep import prepare_block_triton
-
             from sglang_dflash.kernels.sample_accept import sample_accept_triton
 
             self.prepare_block, self.accept = prepare_block_triton, greedy_accept_triton
