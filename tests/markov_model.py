@@ -25,7 +25,6 @@ ACTIVE = list(range(1000, 1024))  # K = 24 > 20, so top_k 20 cuts part of every 
 ROW_LOGITS = [3.0, 2.0, 1.0, 0.0] + [-1.0 - 0.1 * j for j in range(len(ACTIVE) - 4)]
 INACTIVE_LOGIT = -30.0
 SEED = 4321
-LAYERS = 3
 
 
 def row_logits() -> torch.Tensor:
@@ -41,15 +40,7 @@ def build(out: str, base: str) -> None:
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(base, out, dirs_exist_ok=True)
-    # three layers (the draft reads layers 1 and 2): every layer costs a Python loop over the
-    # batch in SGLang's CPU attention, and these tests run tens of thousands of requests
-    sd = {k: v.float() for k, v in load_file(os.path.join(out, "model.safetensors")).items()
-          if not k.startswith(f"model.layers.{LAYERS}.")}
-    with open(os.path.join(out, "config.json")) as f:
-        cfg = json.load(f)
-    cfg["num_hidden_layers"], cfg["layer_types"] = LAYERS, cfg["layer_types"][:LAYERS]
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+    sd = {k: v.float() for k, v in load_file(os.path.join(out, "model.safetensors")).items()}
     for k in sd:
         if k.endswith(("o_proj.weight", "down_proj.weight")):
             sd[k] *= 1e-3
