@@ -13,9 +13,9 @@ from sglang.srt.sampling import penaltylib
 from sglang.srt.sampling.penaltylib.repetition_penalty import apply_scaling_penalties
 from sglang.srt.sampling.sampling_params import SamplingParams
 
-from sglang_dflash.acceptance import greedy_accept
+from sglang_dflash.acceptance import Acceptance, greedy_accept
 from sglang_dflash.sampling import (
-    params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
+    params_from_requests, processed_logits, rejection_accept, sample_from, target_probs, wrong_accept_for_tests,
 )
 
 V = 6
@@ -77,6 +77,23 @@ def test_rejection_rule_emits_the_target_law():
     assert p > 0.01, p
     # d1 (p0 = 0.5) is accepted about half the time, and then d2 (p1 = 0.35) a third of those
     assert abs(acc.accept_lens.float().mean().item() - (0.5 + 0.5 * 0.35)) < 0.01
+
+
+def sample_and_compare(block, probs, u):
+    """Draw the target's own token s_i ~ p_i at every position; keep d_{i+1} while it equals s_i,
+    emit s_i at the first mismatch.  For a deterministic draft this is NOT a wrong rule: it is
+    token-by-token target sampling, and P(keep d) = p(d) as in rejection sampling."""
+    bs, width = block.shape
+    s = torch.stack([sample_from(probs[:, i], u[:, i]) for i in range(width)], 1)
+    accept_lens = (block[:, 1:] == s[:, :-1]).to(torch.int64).cumprod(1).sum(1)
+    out = torch.cat([block[:, 1:], block[:, :1]], 1)
+    out.scatter_(1, accept_lens[:, None], s.gather(1, accept_lens[:, None]))
+    return Acceptance(accept_lens, accept_lens + 1, out.gather(1, accept_lens[:, None])[:, 0], out)
+
+
+def test_sample_and_compare_is_exact_too():
+    p, _ = run_rule(sample_and_compare)
+    assert p > 0.01, p
 
 
 def test_the_exactness_check_catches_a_wrong_rule():
