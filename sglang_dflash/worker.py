@@ -9,6 +9,7 @@ the bonus token in ``next_draft_input`` for the next step.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 
 import torch
@@ -30,9 +31,26 @@ from sglang_dflash.integration.hooks import mark_draft_backend
 from sglang_dflash.kv_cache import DraftState
 from sglang_dflash.logprobs import fill_verify_logprobs
 from sglang_dflash.profiling import PhaseTimer, StepProfiler
+from sglang_dflash.sampling import (
+    params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
+)
 from sglang_dflash.verification import verify_forward
 
 logger = logging.getLogger("sglang_dflash")
+
+# Test-only: a deliberately wrong sampled acceptance rule, so the statistical test can show it
+# catches one (tests/test_sampling_distribution.py).  Never set it for serving.
+WRONG_ACCEPT_ENV = "SGLANG_DFLASH_TEST_WRONG_ACCEPT"
+
+
+def needs_sampling(info) -> bool:
+    """Whether any request's next token is not the argmax of the raw logits (temperature > 0,
+    penalties, min_new_tokens, logit_bias).  Reads flags SGLang already keeps for the batch:
+    the all-greedy hot path costs no per-request work."""
+    return info is not None and not (
+        info.is_all_greedy and info.logit_bias is None
+        and info.acc_additive_penalties is None and info.acc_scaling_penalties is None
+    )
 
 
 class DFlashWorker(BaseSpecWorker):
@@ -70,10 +88,18 @@ class DFlashWorker(BaseSpecWorker):
         if str(self.device).startswith("cuda"):  # one launch each instead of a dozen small kernels
             from sglang_dflash.kernels.accept import greedy_accept_triton
             from sglang_dflash.kernels.block_prep import prepare_block_triton
+            from sglang_dflash.kernels.sample_accept import sample_accept_triton
 
             self.prepare_block, self.accept = prepare_block_triton, greedy_accept_triton
+            self.sample_accept = sample_accept_triton
         else:
             self.prepare_block, self.accept = prepare_block, greedy_accept
+            self.sample_accept = rejection_accept
+        if os.environ.get(WRONG_ACCEPT_ENV) == "1":
+            logger.warning("TEST-ONLY MODE: %s=1 — DFLASH samples with a deliberately WRONG acceptance rule; "
+                           "its output is NOT the target's distribution. Never use this for serving.",
+                           WRONG_ACCEPT_ENV)
+            self.sample_accept = wrong_accept_for_tests
         self.timer = PhaseTimer.from_env(self.device)
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
@@ -168,6 +194,17 @@ class DFlashWorker(BaseSpecWorker):
         if self.timer is not None:
             self.timer.mark(phase)
 
+    def _sampled_accept(self, reqs, tokens: torch.Tensor, logits: torch.Tensor):
+        """Exact rejection acceptance against each request's processed target distribution
+        (sglang_dflash/sampling.py); greedy requests in the batch keep the greedy rule."""
+        bs, width = tokens.shape
+        params = params_from_requests(reqs, logits.shape[-1], tokens.device)
+        x = processed_logits(logits.view(bs, width, -1), tokens[:, 1:], params)
+        probs = target_probs(x, params)
+        # One uniform per acceptance test and one for the emitted token, all independent.
+        u = torch.rand((bs, width), device=tokens.device)
+        return self.sample_accept(tokens, probs, u)
+
     def _decode(self, batch) -> GenerationBatchResult:
         if self.timer is not None:
             self.timer.start()
@@ -196,8 +233,11 @@ class DFlashWorker(BaseSpecWorker):
             # acceptance below sees what plain constrained decoding sees.
             grammar.constrain_verify(pending, logits_output.next_token_logits)
         self._mark("verify")
-        target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
-        acc = self.accept(tokens, target_top1)
+        if needs_sampling(batch.sampling_info):
+            acc = self._sampled_accept(batch.reqs, tokens, logits_output.next_token_logits)
+        else:
+            target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
+            acc = self.accept(tokens, target_top1)
         fill_verify_logprobs(batch, logits_output, acc.out_tokens)
         self._mark("accept")
 

@@ -7,7 +7,8 @@ import torch
 
 from sglang_dflash.acceptance import greedy_accept
 from sglang_dflash.block import prepare_block
-from sglang_dflash.kernels import accept, block_prep
+from sglang_dflash.kernels import accept, block_prep, sample_accept
+from sglang_dflash.sampling import rejection_accept
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -44,12 +45,48 @@ def test_greedy_accept_kernel_matches_reference(width):
         assert got.out_tokens[r, :n].tolist() == ref.out_tokens[r, :n].tolist()
 
 
+def dyadic_probs(g: torch.Generator, rows: int, vocab: int, support: int) -> torch.Tensor:
+    """Distributions with multiples of 1/64 on a few tokens: every partial sum is exact in
+    float32, so the kernel's chunked running sums and the reference's cumsum agree bit for bit."""
+    probs = torch.zeros((rows, vocab))
+    for r in range(rows):
+        cuts = torch.sort(torch.randperm(63, generator=g)[: support - 1] + 1).values
+        mass = torch.diff(torch.cat([torch.tensor([0]), cuts, torch.tensor([64])])).float() / 64
+        probs[r, torch.randperm(vocab, generator=g)[:support]] = mass
+    return probs
+
+
+@pytest.mark.parametrize("width,vocab", [(2, 50), (5, 1500), (16, 3000)])
+def test_sample_accept_kernel_matches_reference(width, vocab):
+    g = torch.Generator().manual_seed(200 + width)
+    bs = 48
+    probs = dyadic_probs(g, bs * width, vocab, support=6).view(bs, width, vocab)
+    probs[:5] = 0  # greedy rows: one-hot distributions
+    probs[:5].scatter_(2, torch.randint(0, vocab, (5, width, 1), generator=g), 1.0)
+    likely = probs.argmax(dim=-1)
+    block = torch.randint(0, vocab, (bs, width), generator=g)
+    block[:, 1:] = torch.where(torch.rand((bs, width - 1), generator=g) < 0.8, likely[:, :-1], block[:, 1:])
+    u = torch.rand((bs, width), generator=g)
+    ref = rejection_accept(block, probs, u)
+    got = sample_accept.sample_accept_triton(block.to(DEVICE), probs.to(DEVICE), u.to(DEVICE))
+    assert torch.equal(got.accept_lens.cpu(), ref.accept_lens)
+    assert 0 < int(ref.accept_lens.sum()) and bool((ref.accept_lens < width - 1).any())  # both outcomes occur
+    assert torch.equal(got.commit_lens.cpu(), ref.commit_lens)
+    assert torch.equal(got.bonus.cpu(), ref.bonus)
+    for r in range(bs):
+        n = int(ref.commit_lens[r])
+        assert got.out_tokens[r, :n].tolist() == ref.out_tokens[r, :n].tolist()
+
+
 def test_empty_batch():
     empty = torch.empty((0,), dtype=torch.int64, device=DEVICE)
     blk = block_prep.prepare_block_triton(empty, empty, empty, torch.zeros((1, 8), dtype=torch.int32, device=DEVICE), 4, 8)
     assert blk.token_ids.shape == (0, 8)
     acc = accept.greedy_accept_triton(torch.empty((0, 8), dtype=torch.int64, device=DEVICE),
                                       torch.empty((0, 8), dtype=torch.int64, device=DEVICE))
+    assert acc.commit_lens.shape == (0,)
+    acc = sample_accept.sample_accept_triton(torch.empty((0, 8), dtype=torch.int64, device=DEVICE),
+                                             torch.empty((0, 8, 32), device=DEVICE), torch.empty((0, 8), device=DEVICE))
     assert acc.commit_lens.shape == (0,)
 
 

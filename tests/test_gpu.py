@@ -6,7 +6,13 @@ import re
 
 import pytest
 
+from collections import Counter
+
+import requests
+
 from helpers import dflash_args, free_port, gpu_server_args, server, tiny_models
+from markov_model import markov_model
+from test_sampling_distribution import CONFIGS, GREEDY_PROMPTS, ORACLE, PROMPT, compare
 from workload import LOGPROB_KEYS, generate, logprob_error, logprob_request, prompts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
@@ -44,3 +50,47 @@ def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, tmp_path):
     # Both the target (verify) and the draft captured CUDA graphs; decode steps replayed them.
     assert set(re.findall(r"Capture (\w+) verify CUDA graph end", log)) == {"draft", "target"}, log[-3000:]
     assert "cuda graph: True" in log
+
+
+def sample_over_http(url, n):
+    """n first-3-token samples per sampling configuration, in mixed batches, plus greedy outputs."""
+    counts = {name: Counter() for name in CONFIGS}
+    per_chunk = 250
+    greedy = None
+    for c in range(-(-n // per_chunk)):
+        names = [name for name in CONFIGS for _ in range(per_chunk)]
+        params = [{**CONFIGS[name], "max_new_tokens": 3, "ignore_eos": True} for name in names]
+        ids = [PROMPT] * len(names)
+        if c == 0:
+            ids += GREEDY_PROMPTS
+            params += [{"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}] * len(GREEDY_PROMPTS)
+        r = requests.post(url + "/generate", json={"input_ids": ids, "sampling_params": params}, timeout=600)
+        r.raise_for_status()
+        outs = r.json()
+        for name, o in zip(names, outs):
+            counts[name][tuple(o["output_ids"])] += 1
+        if c == 0:
+            greedy = [o["output_ids"] for o in outs[len(names):]]
+    return counts, greedy
+
+
+def test_gpu_sampling_has_the_targets_law(tmp_path):
+    """The sampled path on the GPU (Triton rejection kernel, CUDA graphs): the same statistical
+    comparison as tests/test_sampling_distribution.py, through the real server."""
+    models = tiny_models(checks=False)
+    target = markov_model(checks=False)
+    plain_args = gpu_server_args(target, free_port(), max_bs=32)
+    spec_args = gpu_server_args(target, free_port(), max_bs=32) + dflash_args(
+        os.path.join(models, "qwen3-pi-oracle")) + ["--speculative-draft-attention-backend", "triton"]
+    env = {**FP32_ENV, **ORACLE}
+    with server(plain_args, tmp_path / "plain.log", env=env) as srv:
+        plain, plain_greedy = sample_over_http(srv.url, 20_000)
+    with server(spec_args, tmp_path / "dflash.log", env=env) as srv:
+        spec, spec_greedy = sample_over_http(srv.url, 20_000)
+        log = srv.log()
+    assert "DFLASH implementation: sglang-dflash" in log
+    assert spec_greedy == plain_greedy
+    for name in CONFIGS:
+        p_value, tv, bound = compare(plain[name], spec[name])
+        print(f"GPU {name}: chi-square p {p_value:.4f}, TV {tv:.4f} (bound {bound:.4f})")
+        assert p_value > 0.01 and tv < bound, name

@@ -9,6 +9,12 @@ from sglang.srt.server_args import get_global_server_args
 PREFIX = "DFLASH (sglang-dflash) cannot serve this request losslessly yet: "
 
 
+def deterministic_inference() -> bool:
+    from sglang.srt.runtime_context import get_exec
+
+    return bool(get_exec().deterministic.enable_deterministic_inference)
+
+
 def unsupported_reason(req) -> Optional[str]:
     """None when the request is served; otherwise the error message returned to the client."""
     sp = req.sampling_params
@@ -20,12 +26,13 @@ def unsupported_reason(req) -> Optional[str]:
         return PREFIX + "structured output needs a grammar backend that can roll back (xgrammar, llguidance)."
     if req.return_hidden_states:
         return PREFIX + "return_hidden_states is not supported."
-    if sp.top_k != 1:
-        return PREFIX + "only greedy decoding (temperature 0) is supported; got temperature > 0."
-    if sp.frequency_penalty or sp.presence_penalty or sp.repetition_penalty != 1.0:
-        return PREFIX + "frequency/presence/repetition penalties are not supported."
-    if sp.logit_bias:
-        return PREFIX + "logit_bias is not supported."
-    if sp.min_new_tokens:
-        return PREFIX + "min_new_tokens is not supported."
+    if getattr(req, "custom_logit_processor", None):
+        return PREFIX + "custom_logit_processor is not supported."
+    if getattr(req, "return_sampling_mask", False):
+        return PREFIX + "return_sampling_mask is not supported."
+    if sp.top_k > 1 and deterministic_inference():
+        return PREFIX + ("sampling under --enable-deterministic-inference is not supported: plain decoding then "
+                         "draws a hashed stream per (sampling_seed, position) that rejection sampling does not "
+                         "reproduce (greedy requests are served).")
+    # temperature, top_p, top_k, min_p, penalties, logit_bias, min_new_tokens: sglang_dflash/sampling.py
     return None

@@ -1,0 +1,167 @@
+"""Lossless sampling, statistically, through the in-process ``sglang.Engine``: the joint law of
+the first 3 generated tokens under our DFLASH equals plain sampling's (chi-square homogeneity
+test and total variation), for several sampling configurations in mixed batches, greedy requests
+in the same batches stay token-exact, and a deliberately wrong acceptance rule fails the test.
+
+Pair: the Markov target (tests/markov_model.py: each next token spread over 24 tokens, top-1
+about 0.55) with the mostly-right oracle draft (tests/oracle_models), which drafts each row's
+most likely token.  Token 1 comes from the prefill (SGLang's own sampler in both runs); tokens 2
+and 3 come from our first decode step: d1 is accepted about half the time, then d2 likewise, so
+acceptance, rejection + residual draws and the bonus draw all shape the law tested here.  A
+random-weight pair would reject almost every draft and test only the residual path.
+"""
+
+import os
+import time
+from typing import Optional
+from collections import Counter
+
+import numpy as np
+import pytest
+from scipy.stats import chi2_contingency
+
+from helpers import TESTS, free_port, tiny_models
+from markov_model import ACTIVE, markov_model
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = int(os.environ.get("SGLANG_DFLASH_TEST_SAMPLES", "20000"))  # per configuration and method
+CHUNK = 1000  # requests per generate call (SGLang's tokenizer manager slows on huge lists)
+# Prompt length 6: the oracle draft's deliberate misses (tests/oracle_models) fall elsewhere,
+# so its first drafts are each row's most likely token.
+PROMPT = [ACTIVE[i] for i in (0, 5, 11, 2, 7, 13)]
+CONFIGS = {
+    "temperature 1.0": {"temperature": 1.0},
+    "temperature 0.7, top_p 0.9": {"temperature": 0.7, "top_p": 0.9},
+    "top_k 20": {"temperature": 1.0, "top_k": 20},
+    "repetition_penalty 1.2": {"temperature": 1.0, "repetition_penalty": 1.2},
+}
+GREEDY_PROMPTS = [[ACTIVE[(3 * i + j) % len(ACTIVE)] for j in range(4 + i)] for i in range(6)]
+ORACLE = {"SGLANG_EXTERNAL_MODEL_PACKAGE": "oracle_models"}
+
+
+def engine(spec: bool, extra_env: dict):
+    import sglang as sgl
+
+    os.environ.update({**ORACLE, **extra_env})
+    os.environ["PYTHONPATH"] = TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
+    kw = {}
+    if spec:
+        kw = dict(speculative_algorithm="DFLASH", speculative_num_draft_tokens=16,
+                  speculative_draft_model_path=os.path.join(tiny_models(), "qwen3-pi-oracle"))
+    for attempt in range(3):
+        try:
+            return sgl.Engine(model_path=markov_model(), device="cpu", attention_backend="torch_native",
+                              dtype="float32", mem_fraction_static=0.05, max_total_tokens=65536,
+                              chunked_prefill_size=8192, skip_tokenizer_init=True, log_level="warning",
+                              nccl_port=free_port(), **kw)
+        except RuntimeError as e:  # another process took the free port first: pick again
+            if attempt == 2 or "died during initialization" not in str(e):
+                raise
+
+
+def sample(spec: bool, configs: dict, extra_env: Optional[dict] = None) -> tuple[dict, list, float]:
+    """{config: Counter of first-3-token tuples}, greedy outputs, seconds spent generating."""
+    extra_env = extra_env or {}
+    eng = engine(spec, extra_env)
+    counts = {name: Counter() for name in configs}
+    greedy = None
+    t0 = time.time()
+    try:
+        per_chunk = CHUNK // len(configs)
+        for c in range(-(-SAMPLES // per_chunk)):
+            names = [n for n in configs for _ in range(per_chunk)]
+            ids = [PROMPT] * len(names)
+            params = [{**configs[n], "max_new_tokens": 3, "ignore_eos": True} for n in names]
+            if c == 0:  # greedy requests ride in the first mixed batch
+                ids += GREEDY_PROMPTS
+                params += [{"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}] * len(GREEDY_PROMPTS)
+            outs = eng.generate(input_ids=ids, sampling_params=params)
+            for n, o in zip(names, outs):
+                counts[n][tuple(o["output_ids"])] += 1
+            if c == 0:
+                greedy = [o["output_ids"] for o in outs[len(names):]]
+    finally:
+        eng.shutdown()
+        for k in list(ORACLE) + list(extra_env):
+            os.environ.pop(k, None)
+    return counts, greedy, time.time() - t0
+
+
+def compare(a: Counter, b: Counter, seed: int = 0) -> tuple[float, float, float]:
+    """Chi-square homogeneity p-value, total variation, and the TV bound.
+
+    Outcomes seen fewer than 10 times in both runs together share one 'other' cell (so every
+    expected count is >= 5).  The TV bound is the 99.9th percentile of the TV between two
+    independent samples of these sizes from the pooled law (parametric bootstrap, 2000 draws):
+    under 'both runs sample the same law' the observed TV exceeds it with probability ~0.001.
+    It shrinks as 1/sqrt(samples) (0.08-0.11 at 1,000 samples here), far below the TV of a
+    broken rule: the wrong rule below gave TV 0.32 already at 1,000 samples."""
+    keys = [k for k in set(a) | set(b) if a[k] + b[k] >= 10]
+    rest = set(a) | set(b)
+    table = np.array([[a[k] for k in keys] + [sum(a[k] for k in rest) - sum(a[k] for k in keys)],
+                      [b[k] for k in keys] + [sum(b[k] for k in rest) - sum(b[k] for k in keys)]], dtype=np.float64)
+    table = table[:, table.sum(0) > 0]
+    p_value = chi2_contingency(table).pvalue
+    na, nb = table.sum(1)
+    tv = 0.5 * np.abs(table[0] / na - table[1] / nb).sum()
+    pooled = table.sum(0) / table.sum()
+    rng = np.random.default_rng(seed)
+    sims = 0.5 * np.abs(rng.multinomial(int(na), pooled, 2000) / na - rng.multinomial(int(nb), pooled, 2000) / nb).sum(1)
+    return p_value, tv, float(np.quantile(sims, 0.999))
+
+
+def test_dflash_sampling_has_the_targets_law():
+    plain, plain_greedy, t_plain = sample(False, CONFIGS)
+    spec, spec_greedy, t_spec = sample(True, CONFIGS)
+    wrong, _, t_wrong = sample(True, {"temperature 1.0": CONFIGS["temperature 1.0"]},
+                               {"SGLANG_DFLASH_TEST_WRONG_ACCEPT": "1"})
+    report = [f"samples per config and method: {SAMPLES}; generate time plain {t_plain:.0f} s, "
+              f"DFLASH {t_spec:.0f} s, wrong rule {t_wrong:.0f} s"]
+    results = {}
+    for name in CONFIGS:
+        results[name] = compare(plain[name], spec[name])
+        report.append(f"{name}: chi-square p {results[name][0]:.4f}, TV {results[name][1]:.4f} "
+                      f"(bound {results[name][2]:.4f}), {len(spec[name])} outcomes")
+    wrong_p, wrong_tv, wrong_bound = compare(plain["temperature 1.0"], wrong["temperature 1.0"])
+    report.append(f"WRONG rule, temperature 1.0: chi-square p {wrong_p:.3g}, TV {wrong_tv:.4f} (bound {wrong_bound:.4f})")
+    print("\n".join(report))
+
+    assert spec_greedy == plain_greedy  # greedy requests sharing batches with sampled ones
+    for name, (p_value, tv, bound) in results.items():
+        assert sum(spec[name].values()) >= 20_000 or SAMPLES < 20_000
+        assert p_value > 0.01, (name, report)
+        assert tv < bound, (name, report)
+    assert wrong_p < 1e-6 and wrong_tv > wrong_bound, report
+
+
+def test_mostly_right_pair_keeps_long_acceptance_at_temperature_0_7():
+    """The pi target (tests/test_server_acceptance.py) is nearly deterministic even at
+    temperature 0.7, so the sampled rule must keep the mostly-right draft's long runs."""
+    import json
+
+    import sglang as sgl
+
+    models = tiny_models()
+    with open(os.path.join(models, "qwen3-pi", "pi.json")) as f:
+        pi = json.load(f)["pi"]
+    os.environ.update(ORACLE)
+    os.environ["PYTHONPATH"] = TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
+    eng = sgl.Engine(model_path=os.path.join(models, "qwen3-pi"), device="cpu", attention_backend="torch_native",
+                     dtype="float32", mem_fraction_static=0.05, max_total_tokens=16384, skip_tokenizer_init=True,
+                     log_level="warning", speculative_algorithm="DFLASH", speculative_num_draft_tokens=16,
+                     speculative_draft_model_path=os.path.join(models, "qwen3-pi-oracle"))
+    try:
+        outs = eng.generate(input_ids=[[3 + 11 * i, 40 + i, 7] for i in range(6)],
+                            sampling_params={"temperature": 0.7, "top_p": 0.95, "max_new_tokens": 96,
+                                             "ignore_eos": True})
+    finally:
+        eng.shutdown()
+        for k in ORACLE:
+            os.environ.pop(k, None)
+    tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
+    steps = sum(o["meta_info"]["spec_verify_ct"] for o in outs)
+    follows = sum(b == pi[a] for o in outs for a, b in zip(o["output_ids"], o["output_ids"][1:]))
+    print(f"temperature 0.7: {tokens / steps:.2f} tokens per step, {follows} of {tokens - len(outs)} follow pi")
+    assert tokens / steps >= 3.0, tokens / steps
+    assert follows >= 0.99 * (tokens - len(outs))  # the target's own (nearly certain) choices
