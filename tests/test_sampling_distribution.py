@@ -25,7 +25,7 @@ from markov_model import ACTIVE, markov_model
 
 pytestmark = pytest.mark.slow
 
-SAMPLES = int(os.environ.get("SGLANG_DFLASH_TEST_SAMPLES", "20000"))  # per configuration and method
+SAMPLES = int(os.environ.get("SGLANG_DFLASH_TEST_SAMPLES", "2000"))  # per configuration and method (CI); 20000 for the full run
 CHUNK = 1000  # requests per generate call (SGLang's tokenizer manager slows on huge lists)
 # Prompt length 6: the oracle draft's deliberate misses (tests/oracle_models) fall elsewhere,
 # so its first drafts are each row's most likely token.
@@ -38,6 +38,9 @@ CONFIGS = {
 }
 GREEDY_PROMPTS = [[ACTIVE[(3 * i + j) % len(ACTIVE)] for j in range(4 + i)] for i in range(6)]
 ORACLE = {"SGLANG_EXTERNAL_MODEL_PACKAGE": "oracle_models"}
+# Fixed seeds make a CI run reproducible: four tests at p > 0.01 would otherwise fail ~4% of
+# correct runs by chance.  The seed is arbitrary; the law compared is the same for any seed.
+RANDOM_SEED = int(os.environ.get("SGLANG_DFLASH_TEST_SEED", "1234"))
 
 
 def engine(spec: bool, extra_env: dict):
@@ -47,14 +50,15 @@ def engine(spec: bool, extra_env: dict):
     os.environ["PYTHONPATH"] = TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
     kw = {}
     if spec:
-        kw = dict(speculative_algorithm="DFLASH", speculative_num_draft_tokens=16,
+        # A block of 4 covers the 3 tested tokens; a wider one only multiplies the CPU verify work.
+        kw = dict(speculative_algorithm="DFLASH", speculative_num_draft_tokens=4,
                   speculative_draft_model_path=os.path.join(tiny_models(), "qwen3-pi-oracle"))
     for attempt in range(3):
         try:
             return sgl.Engine(model_path=markov_model(), device="cpu", attention_backend="torch_native",
                               dtype="float32", mem_fraction_static=0.05, max_total_tokens=65536,
                               chunked_prefill_size=8192, skip_tokenizer_init=True, log_level="warning",
-                              nccl_port=free_port(), **kw)
+                              nccl_port=free_port(), random_seed=RANDOM_SEED, **kw)
         except RuntimeError as e:  # another process took the free port first: pick again
             if attempt == 2 or "died during initialization" not in str(e):
                 raise
