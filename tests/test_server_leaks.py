@@ -55,7 +55,7 @@ def test_no_kv_leak_after_200_requests(tmp_path):
     with server(args, tmp_path / "dflash.log", env={**ORACLE_ENV, "TRITON_INTERPRET": "1"}) as srv:
         before = generate(srv.url, [7, 8, 9], 40)["output_ids"]
         refused = [  # not yet servable losslessly: a clear HTTP 400, the server carries on
-            {"input_ids": [7, 8, 9], "sampling_params": {"max_new_tokens": 8}, "return_hidden_states": True},
+            {"input_ids": [7, 8, 9], "sampling_params": {"max_new_tokens": 8}, "return_sampling_mask": True},
         ]
         for body in refused:
             r = requests.post(srv.url + "/generate", json=body, timeout=120)
