@@ -29,17 +29,19 @@ def _greedy_accept_kernel(
     tl.store(bonus_ptr + row, bonus)
 
 
+def empty_acceptance(bs: int, width: int, device) -> Acceptance:
+    """Output buffers an acceptance kernel fills: accepted, committed, last token, committed row."""
+    vec = lambda: torch.empty((bs,), dtype=torch.int64, device=device)  # noqa: E731
+    return Acceptance(vec(), vec(), vec(), torch.empty((bs, width), dtype=torch.int64, device=device))
+
+
 def greedy_accept_triton(block_tokens: torch.Tensor, target_top1: torch.Tensor) -> Acceptance:
     """Same contract as ``sglang_dflash.acceptance.greedy_accept`` (padding after the bonus may differ)."""
     bs, width = block_tokens.shape
-    dev = block_tokens.device
-    accept = torch.empty((bs,), dtype=torch.int64, device=dev)
-    commit = torch.empty((bs,), dtype=torch.int64, device=dev)
-    bonus = torch.empty((bs,), dtype=torch.int64, device=dev)
-    out = torch.empty((bs, width), dtype=torch.int64, device=dev)
+    acc = empty_acceptance(bs, width, block_tokens.device)
     if bs:
         _greedy_accept_kernel[(bs,)](
-            block_tokens.contiguous(), target_top1.contiguous(), accept, commit, bonus, out,
+            block_tokens.contiguous(), target_top1.contiguous(), *acc,
             WIDTH=width, BLOCK=triton.next_power_of_2(width),
         )
-    return Acceptance(accept, commit, bonus, out)
+    return acc

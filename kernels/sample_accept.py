@@ -8,6 +8,7 @@ import triton
 import triton.language as tl
 
 from sglang_dflash.acceptance import Acceptance
+from sglang_dflash.kernels.accept import empty_acceptance
 
 
 @triton.jit
@@ -66,14 +67,10 @@ def sample_accept_triton(block_tokens: torch.Tensor, probs: torch.Tensor, u: tor
     rounding of a CDF step)."""
     bs, width = block_tokens.shape
     vocab = probs.shape[-1]
-    dev = block_tokens.device
-    accept = torch.empty((bs,), dtype=torch.int64, device=dev)
-    commit = torch.empty((bs,), dtype=torch.int64, device=dev)
-    emitted = torch.empty((bs,), dtype=torch.int64, device=dev)
-    out = torch.empty((bs, width), dtype=torch.int64, device=dev)
+    acc = empty_acceptance(bs, width, block_tokens.device)
     if bs:
         _sample_accept_kernel[(bs,)](
-            block_tokens.contiguous(), probs.float().contiguous(), u.float().contiguous(), accept, commit, emitted,
-            out, vocab, WIDTH=width, BLOCK=triton.next_power_of_2(width), BLOCK_V=1024,
+            block_tokens.contiguous(), probs.float().contiguous(), u.float().contiguous(), *acc,
+            vocab, WIDTH=width, BLOCK=triton.next_power_of_2(width), BLOCK_V=1024,
         )
-    return Acceptance(accept, commit, emitted, out)
+    return acc
