@@ -5,9 +5,10 @@
   (d) optionally our DFLASH with controlled acceptance (--accept 8.59; benchmark-only mode),
   and `ours-sglang-attention` (ours with SGLang's extend kernel for the block attention).
 
-For every concurrency it reports output tok/s, per-request decode rate, the plain step time, the
-speculative cycle time (draft + verify + bookkeeping, from each request's latency / verify count)
-and cycle/step, plus our per-phase breakdown (SGLANG_DFLASH_PROFILE=1 log lines).
+For every concurrency it reports the plain step time, the
+speculative cycle time (draft + verify + bookkeeping) and cycle/step, tokens per cycle and decode
+tok/s, all in the steady state (every request of the round decoding; streamed timestamps), the
+wall-clock tok/s (prefill included), and our per-phase breakdown (SGLANG_DFLASH_PROFILE=1).
 
   python scripts/bench_gemma.py --configs .devbundle/configs --concurrency 1,8,32 --new-tokens 256 \\
       --modes plain,builtin,ours --accept 8.59 --out $OUT
@@ -100,29 +101,67 @@ def generate(ids: list[int], new: int) -> dict:
     return r.json()
 
 
-def timed_generate(ids: list[int], new: int) -> tuple[dict, float]:
-    t = time.time()
-    out = generate(ids, new)
-    return out, time.time() - t
+def streamed_generate(ids: list[int], new: int) -> tuple[dict, list[tuple[float, int, int]]]:
+    """Streams one request: its final output and, per streamed chunk, (time, tokens so far,
+    verify cycles so far; plain decoding: decode steps so far)."""
+    body = {"input_ids": ids, "stream": True,
+            "sampling_params": {"max_new_tokens": new, "temperature": 0, "ignore_eos": True}}
+    out, marks = None, []
+    with requests.post(URL + "/generate", json=body, stream=True, timeout=1800) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                continue
+            out = json.loads(line[6:])
+            meta = out["meta_info"]
+            toks = meta["completion_tokens"]
+            marks.append((time.time(), toks, meta.get("spec_verify_ct") or toks - 1))
+    return out, marks
+
+
+def at(marks: list[tuple[float, int, int]], t: float) -> tuple[int, int]:
+    """(tokens, cycles) streamed by time t."""
+    last = (0, 0)
+    for when, toks, cycles in marks:
+        if when > t:
+            break
+        last = (toks, cycles)
+    return last
+
+
+def steady_state(timelines: list[list[tuple[float, int, int]]], concurrent: bool) -> dict:
+    """Decode-only figures over the window in which every request of the round is decoding
+    (after the last first token, before the first last token), so prefills, queueing and
+    ragged ends stay out.  Sequential requests (concurrency 1) are windowed one by one."""
+    windows = ([(max(m[0][0] for m in timelines), min(m[-1][0] for m in timelines))] * len(timelines)
+               if concurrent else [(m[0][0], m[-1][0]) for m in timelines])
+    toks = cycles = 0
+    rate = cycle_s = 0.0
+    for marks, (a, b) in zip(timelines, windows):
+        (t0, c0), (t1, c1) = at(marks, a), at(marks, b)
+        toks, cycles = toks + t1 - t0, cycles + c1 - c0
+        rate += (t1 - t0) / (b - a)
+        cycle_s += (b - a) / max(c1 - c0, 1)
+    n = len(timelines)
+    return dict(window_s=round(windows[0][1] - windows[0][0], 3), window_cycles=round(cycles / n, 1),
+                decode_tok_s=round(rate if concurrent else rate / n, 1), accept_len=round(toks / max(cycles, 1), 3),
+                step_ms=round(1000 * cycle_s / n, 2))
 
 
 def measure(concs: list[int], new: int, pool: list[list[int]]) -> list[dict]:
+    """Per concurrency: wall-clock output tok/s (prefill included), and the steady-state decode
+    figures (steady_state): cycle (or plain step) time, tokens per cycle, decode tok/s."""
     rows = []
     generate(pool[0], 32)  # warm-up
     for c in concs:
         n = max(c, 2)
         t = time.time()
         with ThreadPoolExecutor(c) as ex:
-            timed = list(ex.map(lambda i: timed_generate(pool[i], new), range(n)))
+            runs = list(ex.map(lambda i: streamed_generate(pool[i], new), range(n)))
         wall = time.time() - t
-        outs, lat = [o for o, _ in timed], [l for _, l in timed]
-        toks = sum(o["meta_info"]["completion_tokens"] for o in outs)
-        steps = [o["meta_info"].get("spec_verify_ct") or o["meta_info"]["completion_tokens"] for o in outs]
+        toks = sum(o["meta_info"]["completion_tokens"] for o, _ in runs)
         row = dict(conc=c, requests=n, out_tokens=toks, wall_s=round(wall, 2), tok_s=round(toks / wall, 1),
-                   per_req_tok_s=round(sum(o["meta_info"]["completion_tokens"] / l for o, l in zip(outs, lat)) / n, 1),
-                   accept_len=round(toks / sum(steps), 3),
-                   step_ms=round(1000 * sum(l / s for l, s in zip(lat, steps)) / n, 2),
-                   t_start=t, t_end=time.time())
+                   **steady_state([m for _, m in runs], concurrent=c > 1), t_start=t, t_end=time.time())
         log(json.dumps({k: v for k, v in row.items() if not k.startswith("t_")}))
         rows.append(row)
     return rows
@@ -213,14 +252,17 @@ def main() -> None:
 def summarize(results: dict, concs: list[int]) -> None:
     runs = results["runs"]
     lines = [f"card: {results['card']}", "",
-             "| run | conc | accept len | step/cycle (ms) | cycle / plain step | output tok/s | x plain tok/s |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | conc | tokens/cycle | step or cycle (ms) | cycle / plain step | decode tok/s | x plain |"
+             " wall tok/s (with prefill) | x plain |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for mode, rows in runs.items():
         for r in rows:
             plain = next((p for p in runs.get("plain", []) if p["conc"] == r["conc"]), None)
             ratio = f"{r['step_ms'] / plain['step_ms']:.2f}" if plain and mode != "plain" else "-"
-            speed = f"{r['tok_s'] / plain['tok_s']:.2f}" if plain else "-"
-            lines.append(f"| {mode} | {r['conc']} | {r['accept_len']} | {r['step_ms']} | {ratio} | {r['tok_s']} | {speed} |")
+            dec = f"{r['decode_tok_s'] / plain['decode_tok_s']:.2f}" if plain else "-"
+            wall = f"{r['tok_s'] / plain['tok_s']:.2f}" if plain else "-"
+            lines.append(f"| {mode} | {r['conc']} | {r['accept_len']} | {r['step_ms']} | {ratio} | {r['decode_tok_s']} | {dec} "
+                         f"| {r['tok_s']} | {wall} |")
     for mode, rows in runs.items():
         for r in rows:
             if r.get("phases_ms"):

@@ -46,8 +46,11 @@ class ControlledAcceptance:
 
     The target's verify can reject a replayed token the recording had (bf16 numerics of a
     16-token verify are not those of single-token decoding), so measured acceptance falls short
-    of the drawn one.  A slow multiplicative controller raises the drawn mean by the measured
-    shortfall, read on the host from each request's output growth between steps (no device sync).
+    of the drawn one.  The controller compares what each step committed (read on the host from
+    the request's output growth: no device sync) with what its draw should have committed under
+    the verify width used, and scales the drawn mean by that efficiency.  A narrower verify
+    (sglang_dflash/verify_width.py) cuts runs by design: it lowers both figures alike and leaves
+    the drawn mean, the block's acceptance, where it was asked to be.
     """
 
     def __init__(self, mean_commit: float, continuations: dict[str, list[int]], width: int, seed: int = 0,
@@ -58,9 +61,10 @@ class ControlledAcceptance:
         self.rng = random.Random(seed)
         self.gain = gain
         self.drawn = mean_commit
-        self.measured = mean_commit  # running mean of observed commits
+        self.measured = self.expected = mean_commit  # running means of observed and drawn commits
         self._p_wrong: dict[float, float] = {}
-        self.seen: dict[str, tuple[Optional[list[int]], int]] = {}  # rid -> (continuation, output length)
+        # rid -> (continuation, output length, commit its last draw should give)
+        self.seen: dict[str, tuple[Optional[list[int]], Optional[int], int]] = {}
         self.misses = self.steps = 0
 
     @classmethod
@@ -86,33 +90,36 @@ class ControlledAcceptance:
             self._p_wrong[key] = solve_p_wrong(key, self.width)
         return self._p_wrong[key]
 
-    def _observe(self, committed: int) -> None:
+    def _observe(self, committed: int, expected: int) -> None:
         self.measured += 0.01 * (committed - self.measured)
-        ratio = self.mean_commit / max(self.measured, 1.0)
-        self.drawn = min(max(self.drawn * ratio**self.gain, 1.0), self.width + 1.0)
+        self.expected += 0.01 * (expected - self.expected)
+        target = self.mean_commit * self.expected / max(self.measured, 1.0)
+        self.drawn = min(max(self.drawn * (target / self.drawn)**self.gain, 1.0), self.width + 1.0)
 
-    def override(self, reqs, drafts: torch.Tensor) -> torch.Tensor:
+    def override(self, reqs, drafts: torch.Tensor, verify_width: Optional[int] = None) -> torch.Tensor:
         """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on.  Built on
         the host from request state alone (never reads ``drafts``) and copied from pinned memory,
-        so it adds no device sync."""
+        so it adds no device sync.  ``verify_width``: positions the target verifies this step."""
         bs, width = drafts.shape
+        verify_width = verify_width or width + 1
         rows = torch.zeros((bs, width), dtype=torch.int64, pin_memory=drafts.is_cuda)
         known = torch.zeros((bs, 1), dtype=torch.bool, pin_memory=drafts.is_cuda)
         p_wrong = self.p_wrong()
         for i, req in enumerate(reqs):
             done = len(req.output_ids)
-            cont, last = self.seen.get(req.rid, (None, None))
+            cont, last, expected = self.seen.get(req.rid, (None, None, 0))
             if last is None:
                 cont = self.continuations.get(",".join(map(str, req.origin_input_ids)))
-            elif done > last:
-                self._observe(done - last)
-            self.seen[req.rid] = (cont, done)
+            elif done > last and expected:
+                self._observe(done - last, expected)
+            self.seen[req.rid] = (cont, done, 0)
             if cont is None or done + width > len(cont):
                 self.misses += 1
                 continue
             accepted = 0
             while accepted < width and self.rng.random() >= p_wrong:
                 accepted += 1
+            self.seen[req.rid] = (cont, done, min(accepted, verify_width - 1) + 1)
             row = cont[done : done + width]
             if accepted < width:
                 row[accepted] ^= 1  # any token but the target's (vocabularies have even sizes)

@@ -20,7 +20,7 @@ from sglang.srt.speculative.base_spec_worker import BaseSpecWorker
 from sglang.srt.speculative.draft_worker_common import build_draft_tp_worker
 
 from sglang_dflash.acceptance import greedy_accept
-from sglang_dflash.block import prepare_block
+from sglang_dflash.block import Block, prepare_block
 from sglang_dflash.config import parse_draft_config, target_shape_from_config
 from sglang_dflash.context import write_context_kv
 from sglang_dflash.controlled_acceptance import ControlledAcceptance
@@ -35,6 +35,7 @@ from sglang_dflash.sampling import (
     params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
 )
 from sglang_dflash.verification import verify_forward
+from sglang_dflash.verify_width import VerifyWidth
 
 logger = logging.getLogger("sglang_dflash")
 
@@ -103,6 +104,9 @@ class DFlashWorker(BaseSpecWorker):
         self.timer = PhaseTimer.from_env(self.device)
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
+        self.verify_width = VerifyWidth.from_env(self.block_size, str(self.device).startswith("cuda"))
+        self.width_sum = self.width_steps = 0
+        self.narrowed = False
         if self.tp_rank == 0:
             logger.info(
                 "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
@@ -205,6 +209,21 @@ class DFlashWorker(BaseSpecWorker):
         u = torch.rand((bs, width), device=tokens.device)
         return self.sample_accept(tokens, probs, u)
 
+    def _verify_width(self, reqs) -> int:
+        if self.verify_width is None:
+            return self.block_size
+        width = self.verify_width.choose(reqs)
+        if width < self.block_size and not self.narrowed and self.tp_rank == 0:
+            logger.info("sglang-dflash verify width: first narrowed block, %d of %d positions for a batch of %d (%s)",
+                        width, self.block_size, len(reqs), self.verify_width.mode)
+        self.narrowed |= width < self.block_size
+        self.width_sum, self.width_steps = self.width_sum + width, self.width_steps + 1
+        if self.width_steps == 200 and self.tp_rank == 0:
+            logger.info("sglang-dflash verify width: mean %.2f of %d over the last 200 steps (%s)",
+                        self.width_sum / 200, self.block_size, self.verify_width.mode)
+            self.width_sum = self.width_steps = 0
+        return width
+
     def _decode(self, batch) -> GenerationBatchResult:
         if self.timer is not None:
             self.timer.start()
@@ -218,12 +237,15 @@ class DFlashWorker(BaseSpecWorker):
         self._mark("prepare")
         hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
         drafts = greedy_draft_tokens(hidden, self.draft_head)
-        grammar = BlockGrammar.start(batch, self.block_size)  # structured output: None when unconstrained
+        width = self._verify_width(batch.reqs)
+        grammar = BlockGrammar.start(batch, width)  # structured output: None when unconstrained
         if grammar is not None:
             drafts = grammar.draft(hidden, self.draft_head, drafts)
         if self.controlled is not None:
-            drafts = self.controlled.override(batch.reqs, drafts)
-        tokens = torch.cat([block.token_ids[:, :1], drafts], dim=1)
+            drafts = self.controlled.override(batch.reqs, drafts, width)
+        if width < self.block_size:  # the target verifies the block's first `width` positions
+            block = Block(*(t[:, :width] for t in block))
+        tokens = torch.cat([block.token_ids[:, :1], drafts[:, : width - 1]], dim=1)
         self._mark("draft")
 
         pending = PendingBlock(tokens) if grammar is not None else None
@@ -258,6 +280,6 @@ class DFlashWorker(BaseSpecWorker):
             accept_lens=acc.commit_lens.to(torch.int32),
             next_draft_input=DraftState(bonus_tokens=acc.bonus, lookahead=self.lookahead),
             can_run_cuda_graph=can_graph,
-            speculative_num_draft_tokens=self.block_size,
+            speculative_num_draft_tokens=width,  # the row stride of next_token_ids
             new_seq_lens=seq_lens + acc.commit_lens.to(seq_lens.dtype),
         )

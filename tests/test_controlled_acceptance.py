@@ -15,19 +15,21 @@ def test_solver_hits_the_mean(mean):
     assert expected_commit(solve_p_wrong(mean, 15), 15) == pytest.approx(mean, abs=1e-6)
 
 
-def replay(mode, cont, width, steps, veto=0.0, seed=0):
+def replay(mode, cont, width, steps, veto=0.0, seed=0, verify_width=None):
     """Decode ``steps`` steps of one request whose target emits ``cont``; with probability
-    ``veto`` per drafted token the verify rejects a correct replayed token (numerics)."""
+    ``veto`` per drafted token the verify rejects a correct replayed token (numerics).  The
+    target verifies the first ``verify_width`` positions of the block (default: all)."""
+    verify_width = verify_width or width + 1
     rng = torch.Generator().manual_seed(seed)
     req = SimpleNamespace(rid="r0", origin_input_ids=[1, 2, 3], output_ids=[cont[0]])
     commits = []
     for _ in range(steps):
         done = len(req.output_ids)
-        drafts = mode.override([req], torch.full((1, width), -1))
-        vetoed = torch.rand((1, width), generator=rng) < veto
+        drafts = mode.override([req], torch.full((1, width), -1), verify_width)[:, : verify_width - 1]
+        vetoed = torch.rand((1, width), generator=rng)[:, : verify_width - 1] < veto
         drafts = torch.where(vetoed, drafts ^ 1, drafts)
         block = torch.cat([torch.tensor([[cont[done - 1]]]), drafts], dim=1)
-        top1 = torch.tensor([cont[done - 1 + 1 : done + width + 1]])  # what the target emits
+        top1 = torch.tensor([cont[done : done + verify_width]])  # what the target emits
         acc = greedy_accept(block, top1)
         commits.append(int(acc.commit_lens))
         req.output_ids += acc.out_tokens[0, : int(acc.commit_lens)].tolist()
@@ -45,6 +47,18 @@ def test_replayed_drafts_give_the_requested_mean_acceptance(veto):
     assert sum(commits[1000:]) / (steps - 1000) == pytest.approx(8.59, rel=0.04)
     if veto:
         assert mode.drawn > 9.0  # it had to draw longer runs than it measures
+
+
+def test_a_narrower_verify_keeps_the_blocks_acceptance():
+    """Verifying 8 of 16 positions cuts runs by design: the block's drawn acceptance stays at the
+    requested 8.59 and the measured commits are what that draw gives under the cut."""
+    width, steps = 15, 6000
+    cont = list(range(100, 100 + steps * (width + 1) + 64))
+    mode = ControlledAcceptance(8.59, {"1,2,3": cont}, width, seed=2)
+    commits = replay(mode, cont, width, steps, verify_width=8)
+    assert mode.drawn == pytest.approx(8.59, rel=0.03)
+    cut = expected_commit(solve_p_wrong(8.59, width), 8)  # 1 + E[min(accepted drafts, 7)]
+    assert sum(commits[1000:]) / (steps - 1000) == pytest.approx(cut, rel=0.04)
 
 
 def test_unknown_prompt_keeps_the_real_drafts():

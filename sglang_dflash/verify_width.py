@@ -1,0 +1,130 @@
+"""Load-adaptive verify width: how many block positions the target verifies this step.
+
+Verifying a prefix of the drafted block is always lossless: the acceptance rule only ever reads
+the positions it verifies, and the bonus token comes from the target at the first rejection (or
+after the last verified position).  What the width changes is cost and yield:
+
+- cost: the verify forward reads every target weight once per step, so up to a "knee" of about
+  ``peak FLOPs / memory bandwidth`` tokens it costs the same whatever its width (memory-bound);
+  past the knee it grows with the token count (compute-bound).  On Hopper with bf16 weights the
+  knee is ~200 tokens, so 32 requests x 16 positions (512 tokens) pay ~2.5x a memory-bound step;
+- yield: position k of a request's block is only worth verifying if drafts 1..k-1 were all
+  accepted, which happens with probability ``q**(k-1)`` for a per-draft acceptance rate ``q``.
+
+Policy (one width for the whole batch, so the verify stays one dense forward): pick the width W
+maximising expected committed tokens per unit of time,
+
+    sum_i E_i(W) / (draft_cost + max(knee, bs * W) / knee),   E_i(W) = 1 + q_i + ... + q_i**(W-1),
+
+where ``q_i`` is request i's recent per-draft acceptance rate and ``draft_cost`` the draft forward
+and bookkeeping in units of a memory-bound verify.  Below the knee the full block is free and is
+always chosen; above it, long accepted runs (high q) keep the width up and poor drafts bring it
+down.  The draft still proposes the whole block (its cost does not depend on W).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+WIDTH_ENV = "SGLANG_DFLASH_VERIFY_WIDTH"  # "auto" (default on CUDA), "full", or a fixed width
+KNEE_ENV = "SGLANG_DFLASH_VERIFY_KNEE"  # tokens at which the verify turns compute-bound
+DEFAULT_KNEE = 192
+DEFAULT_DRAFT_COST = 0.15
+PRIOR_Q = 0.7  # a request with no history yet: neither optimistic nor hopeless
+
+
+def expected_commit(q: float, width: int) -> float:
+    """Expected tokens committed by a verify of ``width`` positions (drafts 1..width-1 plus the
+    bonus) when each draft is accepted with probability q given the ones before it were."""
+    return sum(q**k for k in range(width))
+
+
+def choose_width(qs: Iterable[float], block_size: int, knee: int, draft_cost: float = DEFAULT_DRAFT_COST,
+                 min_width: int = 2) -> int:
+    """The batch's verify width (see the module docstring); ties go to the wider block."""
+    qs = list(qs)
+    bs = len(qs)
+    if bs == 0 or bs * block_size <= knee:
+        return block_size
+    best, best_rate = block_size, -1.0
+    for width in range(block_size, min_width - 1, -1):
+        rate = sum(expected_commit(q, width) for q in qs) / (draft_cost + max(knee, bs * width) / knee)
+        if rate > best_rate + 1e-12:
+            best, best_rate = width, rate
+    return best
+
+
+@dataclass
+class AcceptanceTracker:
+    """Per-request per-draft acceptance rate from what the scheduler committed (host only: the
+    growth of each request's output between steps, never a device read).
+
+    A step that verified W positions and committed c tokens accepted c-1 drafts; it also saw a
+    rejection unless c == W (then the run was cut by the width, not by the draft: censored).
+    The rate is the decayed ratio accepted / (accepted + rejections): the censoring-aware
+    estimate for geometric runs."""
+
+    decay: float = 0.8
+    state: dict = field(default_factory=dict)  # rid -> [outputs seen, width used, accepted, rejected]
+
+    def rates(self, reqs, width_used: Optional[int] = None) -> list[float]:
+        """Updates with each request's commit since its last step, records ``width_used`` for
+        this one (None: only read), and returns the current rates in batch order."""
+        out = []
+        for req in reqs:
+            done = len(req.output_ids)
+            st = self.state.get(req.rid)
+            if st is not None and done > st[0] and st[1]:
+                committed = done - st[0]
+                accepted = min(committed, st[1]) - 1
+                st[2] = self.decay * st[2] + accepted
+                st[3] = self.decay * st[3] + (0 if committed >= st[1] else 1)
+            if st is None:
+                st = self.state[req.rid] = [done, 0, 0.0, 0.0]
+            st[0] = done
+            if width_used is not None:
+                st[1] = width_used
+            seen = st[2] + st[3]
+            out.append(PRIOR_Q if seen == 0 else st[2] / seen)
+        return out
+
+    def forget_finished(self, reqs) -> None:
+        live = {r.rid for r in reqs}
+        self.state = {k: v for k, v in self.state.items() if k in live}
+
+
+class VerifyWidth:
+    """The worker's per-step width decision (``SGLANG_DFLASH_VERIFY_WIDTH``: ``auto`` is the
+    default on CUDA, ``full`` on CPU where the roofline does not apply; an integer fixes it)."""
+
+    def __init__(self, block_size: int, mode: str, knee: int) -> None:
+        self.block_size, self.mode, self.knee = block_size, mode, knee
+        self.tracker = AcceptanceTracker()
+        self.steps = 0
+
+    @classmethod
+    def from_env(cls, block_size: int, on_cuda: bool) -> Optional["VerifyWidth"]:
+        mode = os.environ.get(WIDTH_ENV, "auto" if on_cuda else "full").strip().lower()
+        if mode == "full":
+            return None
+        if mode != "auto":
+            try:
+                width = int(mode)
+            except ValueError:
+                raise ValueError(f"{WIDTH_ENV}={mode!r}: expected 'auto', 'full' or a width") from None
+            if not 2 <= width <= block_size:
+                raise ValueError(f"{WIDTH_ENV}={width}: a fixed width must lie in [2, {block_size}]")
+        return cls(block_size, mode, int(os.environ.get(KNEE_ENV, DEFAULT_KNEE)))
+
+    def choose(self, reqs) -> int:
+        if self.mode == "auto":
+            width = choose_width(self.tracker.rates(reqs), self.block_size, self.knee)
+        else:
+            width = int(self.mode)
+        self.tracker.rates(reqs, width_used=width)
+        self.steps += 1
+        if self.steps % 512 == 0:
+            self.tracker.forget_finished(reqs)
+        return width
