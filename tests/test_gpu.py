@@ -47,10 +47,11 @@ def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, tmp_path):
     assert all(m["spec_verify_ct"] >= 1 for m in meta)
     # Token and top-5 logprobs from the verify logits, as plain decoding's.  The verify is a 16-token
     # forward (other GEMM tilings, our block-attention kernel) where plain decoding runs 1-token
-    # ones: float32 on the H200 differed by up to 2.3e-4 (2026-11-27); a logprob taken at the wrong
-    # position or from the wrong distribution is off by orders of magnitude more.
+    # ones: float32 on the H200 differed by up to 2.3e-4 (Qwen3) and 1.8e-3 (Gemma-4, softcapped)
+    # (2026-11-27); a logprob taken at the wrong position or from the wrong distribution is off by
+    # orders of magnitude more.
     for key in LOGPROB_KEYS:
-        assert logprob_error(s_lp.get(key), p_lp.get(key)) <= 1e-3, key
+        assert logprob_error(s_lp.get(key), p_lp.get(key)) <= 5e-3, key
     # Both the target (verify) and the draft captured CUDA graphs; decode steps replayed them.
     assert set(re.findall(r"Capture (\w+) verify CUDA graph end", log)) == {"draft", "target"}, log[-3000:]
     assert "cuda graph: True" in log
