@@ -44,6 +44,10 @@ def solve_p_wrong(mean_commit: float, width: int) -> float:
 class ControlledAcceptance:
     """Draws each step's cut so that the *measured* mean commit length tracks ``mean_commit``.
 
+    The replayed tokens are gathered on the device at each request's committed length
+    (``seq_lens``), so they stay aligned when the host's view of the output lags a step behind
+    (overlapped scheduling); only the cut positions are drawn on the host.
+
     The target's verify can reject a replayed token the recording had (bf16 numerics of a
     16-token verify are not those of single-token decoding), so measured acceptance falls short
     of the drawn one.  The controller compares what each step committed (read on the host from
@@ -63,8 +67,10 @@ class ControlledAcceptance:
         self.drawn = mean_commit
         self.measured = self.expected = mean_commit  # running means of observed and drawn commits
         self._p_wrong: dict[float, float] = {}
-        # rid -> (continuation, output length, commit its last draw should give)
-        self.seen: dict[str, tuple[Optional[list[int]], Optional[int], int]] = {}
+        # rid -> [output length last seen, commits its pending draws should give (oldest first)]
+        self.seen: dict[str, list] = {}
+        self.table: Optional[torch.Tensor] = None  # [rows, L] continuations on the device, -1 padded
+        self.rows: dict[str, int] = {}  # prompt key -> table row
         self.misses = self.steps = 0
 
     @classmethod
@@ -96,40 +102,61 @@ class ControlledAcceptance:
         target = self.mean_commit * self.expected / max(self.measured, 1.0)
         self.drawn = min(max(self.drawn * (target / self.drawn)**self.gain, 1.0), self.width + 1.0)
 
-    def override(self, reqs, drafts: torch.Tensor, verify_width: Optional[int] = None) -> torch.Tensor:
-        """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on.  Built on
-        the host from request state alone (never reads ``drafts``) and copied from pinned memory,
-        so it adds no device sync.  ``verify_width``: positions the target verifies this step."""
+    def _row(self, req, device) -> int:
+        """The request's continuation row in the device table (-1: no recording for its prompt)."""
+        if self.table is None:  # every recording, once, -1 padded
+            conts = list(self.continuations.values())
+            self.table = torch.full((len(conts), max(map(len, conts), default=1)), -1, dtype=torch.int64)
+            for r, cont in enumerate(conts):
+                self.table[r, : len(cont)] = torch.tensor(cont, dtype=torch.int64)
+            self.table = self.table.to(device)
+            self.rows = {key: r for r, key in enumerate(self.continuations)}
+        return self.rows.get(",".join(map(str, req.origin_input_ids)), -1)
+
+    def override(self, reqs, drafts: torch.Tensor, verify_width: Optional[int] = None,
+                 seq_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """drafts [bs, B-1] -> the recorded continuation, wrong from a drawn position on.
+        ``seq_lens`` [bs] (device): committed lengths, where each block starts (default: the
+        host's output lengths); ``verify_width``: positions the target verifies this step."""
         bs, width = drafts.shape
         verify_width = verify_width or width + 1
-        rows = torch.zeros((bs, width), dtype=torch.int64, pin_memory=drafts.is_cuda)
-        known = torch.zeros((bs, 1), dtype=torch.bool, pin_memory=drafts.is_cuda)
+        pin = drafts.is_cuda
+        rows = torch.full((bs,), -1, dtype=torch.int64, pin_memory=pin)
+        cuts = torch.full((bs,), width, dtype=torch.int64, pin_memory=pin)
+        starts = torch.zeros((bs,), dtype=torch.int64, pin_memory=pin)
         p_wrong = self.p_wrong()
         for i, req in enumerate(reqs):
             done = len(req.output_ids)
-            cont, last, expected = self.seen.get(req.rid, (None, None, 0))
-            if last is None:
-                cont = self.continuations.get(",".join(map(str, req.origin_input_ids)))
-            elif done > last and expected:
-                self._observe(done - last, expected)
-            self.seen[req.rid] = (cont, done, 0)
-            if cont is None or done + width > len(cont):
+            st = self.seen.setdefault(req.rid, [done, []])
+            if done > st[0] and st[1]:  # one step's commit became visible: compare with its draw
+                self._observe(done - st[0], st[1].pop(0))
+            st[0] = done
+            rows[i] = self._row(req, drafts.device)
+            starts[i] = len(req.origin_input_ids) - 1  # draft j is output token seq_len - prompt + 1 + j
+            if rows[i] < 0:
                 self.misses += 1
                 continue
             accepted = 0
             while accepted < width and self.rng.random() >= p_wrong:
                 accepted += 1
-            self.seen[req.rid] = (cont, done, min(accepted, verify_width - 1) + 1)
-            row = cont[done : done + width]
-            if accepted < width:
-                row[accepted] ^= 1  # any token but the target's (vocabularies have even sizes)
-            rows[i] = torch.tensor(row)
-            known[i] = True
+            cuts[i] = accepted
+            st[1].append(min(accepted, verify_width - 1) + 1)
         self.steps += 1
         if self.steps % 500 == 0:
             logger.warning("BENCHMARK-ONLY controlled acceptance: target %.2f, measured %.2f, drawn %.2f, misses %d",
                            self.mean_commit, self.measured, self.drawn, self.misses)
             live = {r.rid for r in reqs}
             self.seen = {k: v for k, v in self.seen.items() if k in live}
-        rows, known = rows.to(drafts.device, non_blocking=True), known.to(drafts.device, non_blocking=True)
-        return torch.where(known, rows.to(drafts.dtype), drafts)
+        if not self.continuations:
+            return drafts
+        dev = drafts.device
+        rows, cuts, starts = (t.to(dev, non_blocking=True) for t in (rows, cuts, starts))
+        if seq_lens is None:
+            seq_lens = torch.tensor([len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs], device=dev)
+        cols = (seq_lens.to(torch.int64) - starts).unsqueeze(1) + torch.arange(width, device=dev)
+        ok = (rows >= 0).unsqueeze(1) & (cols < self.table.shape[1])
+        replay = self.table[rows.clamp(min=0).unsqueeze(1), cols.clamp(max=self.table.shape[1] - 1)]
+        ok &= (replay >= 0).all(dim=1, keepdim=True)  # the whole block lies inside the recording
+        # any token but the target's at the cut (vocabularies have even sizes)
+        replay = replay ^ (torch.arange(width, device=dev) == cuts.unsqueeze(1)).to(replay.dtype)
+        return torch.where(ok, replay.to(drafts.dtype), drafts)

@@ -64,31 +64,30 @@ class AcceptanceTracker:
     A step that verified W positions and committed c tokens accepted c-1 drafts; it also saw a
     rejection unless c == W (then the run was cut by the width, not by the draft: censored).
     The rate is the decayed ratio accepted / (accepted + rejections): the censoring-aware
-    estimate for geometric runs."""
+    estimate for geometric runs.  Widths wait in a queue until their step's commit shows up,
+    which under overlapped scheduling is a step later."""
 
     decay: float = 0.8
-    state: dict = field(default_factory=dict)  # rid -> [outputs seen, width used, accepted, rejected]
+    state: dict = field(default_factory=dict)  # rid -> [outputs seen, widths pending, accepted, rejected]
 
-    def rates(self, reqs, width_used: Optional[int] = None) -> list[float]:
-        """Updates with each request's commit since its last step, records ``width_used`` for
-        this one (None: only read), and returns the current rates in batch order."""
+    def rates(self, reqs) -> list[float]:
+        """Takes in each request's commits since its last look; its current rate, batch order."""
         out = []
         for req in reqs:
             done = len(req.output_ids)
-            st = self.state.get(req.rid)
-            if st is not None and done > st[0] and st[1]:
-                committed = done - st[0]
-                accepted = min(committed, st[1]) - 1
-                st[2] = self.decay * st[2] + accepted
-                st[3] = self.decay * st[3] + (0 if committed >= st[1] else 1)
-            if st is None:
-                st = self.state[req.rid] = [done, 0, 0.0, 0.0]
+            st = self.state.setdefault(req.rid, [done, [], 0.0, 0.0])
+            if done > st[0] and st[1]:
+                width, committed = st[1].pop(0), done - st[0]
+                st[2] = self.decay * st[2] + min(committed, width) - 1
+                st[3] = self.decay * st[3] + (0 if committed >= width else 1)
             st[0] = done
-            if width_used is not None:
-                st[1] = width_used
             seen = st[2] + st[3]
             out.append(PRIOR_Q if seen == 0 else st[2] / seen)
         return out
+
+    def record(self, reqs, width: int) -> None:
+        for req in reqs:
+            self.state[req.rid][1].append(width)
 
     def forget_finished(self, reqs) -> None:
         live = {r.rid for r in reqs}
@@ -119,11 +118,9 @@ class VerifyWidth:
         return cls(block_size, mode, int(os.environ.get(KNEE_ENV, DEFAULT_KNEE)))
 
     def choose(self, reqs) -> int:
-        if self.mode == "auto":
-            width = choose_width(self.tracker.rates(reqs), self.block_size, self.knee)
-        else:
-            width = int(self.mode)
-        self.tracker.rates(reqs, width_used=width)
+        rates = self.tracker.rates(reqs)
+        width = choose_width(rates, self.block_size, self.knee) if self.mode == "auto" else int(self.mode)
+        self.tracker.record(reqs, width)
         self.steps += 1
         if self.steps % 512 == 0:
             self.tracker.forget_finished(reqs)

@@ -34,7 +34,7 @@ from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.sampling import (
     params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
 )
-from sglang_dflash.verification import verify_forward
+from sglang_dflash.verification import plan_verify, run_verify
 from sglang_dflash.verify_width import VerifyWidth
 
 logger = logging.getLogger("sglang_dflash")
@@ -235,21 +235,22 @@ class DFlashWorker(BaseSpecWorker):
             self.cfg.mask_token_id, self.block_size,
         )
         self._mark("prepare")
-        hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
-        drafts = greedy_draft_tokens(hidden, self.draft_head)
         width = self._verify_width(batch.reqs)
+        hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
+        if width < self.block_size:  # the target verifies the block's first `width` positions
+            block = Block(*(t[:, :width] for t in block))
+        plan = plan_verify(self.target_worker, batch, block)  # host work while the device drafts
+        drafts = greedy_draft_tokens(hidden, self.draft_head)
         grammar = BlockGrammar.start(batch, width)  # structured output: None when unconstrained
         if grammar is not None:
             drafts = grammar.draft(hidden, self.draft_head, drafts)
         if self.controlled is not None:
-            drafts = self.controlled.override(batch.reqs, drafts, width)
-        if width < self.block_size:  # the target verifies the block's first `width` positions
-            block = Block(*(t[:, :width] for t in block))
-        tokens = torch.cat([block.token_ids[:, :1], drafts[:, : width - 1]], dim=1)
+            drafts = self.controlled.override(batch.reqs, drafts, width, seq_lens)
+        tokens = plan.fill(drafts[:, : width - 1])
         self._mark("draft")
 
         pending = PendingBlock(tokens) if grammar is not None else None
-        logits_output, can_graph = verify_forward(self.target_worker, batch, block, tokens)
+        logits_output, can_graph = run_verify(self.target_worker, plan)
         if grammar is not None:
             # Each position's logits masked by the grammar state after the drafts before it: the
             # acceptance below sees what plain constrained decoding sees.

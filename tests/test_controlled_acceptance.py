@@ -15,34 +15,40 @@ def test_solver_hits_the_mean(mean):
     assert expected_commit(solve_p_wrong(mean, 15), 15) == pytest.approx(mean, abs=1e-6)
 
 
-def replay(mode, cont, width, steps, veto=0.0, seed=0, verify_width=None):
+def replay(mode, cont, width, steps, veto=0.0, seed=0, verify_width=None, lag=0):
     """Decode ``steps`` steps of one request whose target emits ``cont``; with probability
     ``veto`` per drafted token the verify rejects a correct replayed token (numerics).  The
-    target verifies the first ``verify_width`` positions of the block (default: all)."""
+    target verifies the first ``verify_width`` positions of the block (default: all).  ``lag``:
+    steps by which the host's view of the output trails the device (overlapped scheduling)."""
     verify_width = verify_width or width + 1
     rng = torch.Generator().manual_seed(seed)
-    req = SimpleNamespace(rid="r0", origin_input_ids=[1, 2, 3], output_ids=[cont[0]])
+    output = [cont[0]]
+    history = [1]  # output length after each step
+    req = SimpleNamespace(rid="r0", origin_input_ids=[1, 2, 3], output_ids=list(output))
     commits = []
     for _ in range(steps):
-        done = len(req.output_ids)
-        drafts = mode.override([req], torch.full((1, width), -1), verify_width)[:, : verify_width - 1]
+        done = len(output)
+        req.output_ids = output[: history[max(len(history) - 1 - lag, 0)]]
+        seq_lens = torch.tensor([len(req.origin_input_ids) + done - 1])
+        drafts = mode.override([req], torch.full((1, width), -1), verify_width, seq_lens)[:, : verify_width - 1]
         vetoed = torch.rand((1, width), generator=rng)[:, : verify_width - 1] < veto
         drafts = torch.where(vetoed, drafts ^ 1, drafts)
         block = torch.cat([torch.tensor([[cont[done - 1]]]), drafts], dim=1)
         top1 = torch.tensor([cont[done : done + verify_width]])  # what the target emits
         acc = greedy_accept(block, top1)
         commits.append(int(acc.commit_lens))
-        req.output_ids += acc.out_tokens[0, : int(acc.commit_lens)].tolist()
-    assert req.output_ids == cont[: len(req.output_ids)]  # still the target's own continuation
+        output += acc.out_tokens[0, : int(acc.commit_lens)].tolist()
+        history.append(len(output))
+    assert output == cont[: len(output)]  # still the target's own continuation
     return commits
 
 
-@pytest.mark.parametrize("veto", [0.0, 0.02])
-def test_replayed_drafts_give_the_requested_mean_acceptance(veto):
+@pytest.mark.parametrize("veto,lag", [(0.0, 0), (0.02, 0), (0.02, 1)])
+def test_replayed_drafts_give_the_requested_mean_acceptance(veto, lag):
     width, steps = 15, 6000
     cont = list(range(100, 100 + steps * (width + 1) + 64))
     mode = ControlledAcceptance(8.59, {"1,2,3": cont}, width, seed=1)
-    commits = replay(mode, cont, width, steps, veto)
+    commits = replay(mode, cont, width, steps, veto, lag=lag)
     # the controller settles within the first ~1000 steps
     assert sum(commits[1000:]) / (steps - 1000) == pytest.approx(8.59, rel=0.04)
     if veto:

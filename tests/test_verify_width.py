@@ -46,11 +46,25 @@ def test_choice_maximises_the_modelled_rate():
 def test_tracker_counts_a_run_cut_by_the_width_as_no_rejection():
     req = SimpleNamespace(rid="r", output_ids=[1])
     tr = AcceptanceTracker(decay=1.0)
-    assert tr.rates([req], width_used=4) == [pytest.approx(0.7)]  # the prior before any step
+    assert tr.rates([req]) == [pytest.approx(0.7)]  # the prior before any step
+    tr.record([req], 4)
     req.output_ids += [0] * 4  # committed the whole width: 3 accepted, no rejection seen
-    assert tr.rates([req], width_used=4) == [1.0]
+    assert tr.rates([req]) == [1.0]
+    tr.record([req], 4)
     req.output_ids += [0] * 2  # 1 accepted, then a rejection
-    assert tr.rates([req], width_used=4) == [pytest.approx(4 / 5)]
+    assert tr.rates([req]) == [pytest.approx(4 / 5)]
+
+
+def test_tracker_pairs_each_commit_with_its_steps_width_when_the_host_lags():
+    """Overlapped scheduling: a step's commit shows up one step after the next width is chosen."""
+    req = SimpleNamespace(rid="r", output_ids=[1])
+    tr = AcceptanceTracker(decay=1.0)
+    tr.rates([req]); tr.record([req], 16)  # step 1 (wide)
+    tr.rates([req]); tr.record([req], 4)  # step 2 chosen before step 1's commit is visible
+    req.output_ids += [0] * 6  # step 1: 5 accepted then a rejection (not a cut at 4)
+    assert tr.rates([req]) == [pytest.approx(5 / 6)]
+    req.output_ids += [0] * 4  # step 2: cut by its width 4, no rejection
+    assert tr.rates([req]) == [pytest.approx(8 / 9)]
 
 
 def test_env_values(monkeypatch):
