@@ -83,3 +83,31 @@ def test_needs_both_variables(monkeypatch, tmp_path):
     path.write_text(json.dumps({"1": [2, 3]}))
     monkeypatch.setenv("SGLANG_DFLASH_BENCH_CONTINUATIONS", str(path))
     assert ControlledAcceptance.from_env(15).mean_commit == 3.0
+
+
+@pytest.mark.slow
+def test_controlled_acceptance_through_the_server(tmp_path):
+    """The benchmark mode end to end (tiny Qwen3 pair, random draft): recorded plain continuations
+    replayed at a requested 6 tokens per step; the output is still plain decoding's and the
+    measured acceptance is near the request (it would be ~1 with the random draft alone)."""
+    import os
+
+    from helpers import cpu_server_args, dflash_args, free_port, server, tiny_models
+    from workload import generate, prompts
+
+    models = tiny_models()
+    ids = prompts(4)
+    target = os.path.join(models, "qwen3")
+    with server(cpu_server_args(target, free_port()), tmp_path / "plain.log") as srv:
+        plain = [o["output_ids"] for o in generate(srv.url, ids, 96)]
+        recorded = generate(srv.url, ids, 96 + 16)
+    conts = tmp_path / "continuations.json"
+    conts.write_text(json.dumps({",".join(map(str, p)): o["output_ids"] for p, o in zip(ids, recorded)}))
+    env = {"SGLANG_DFLASH_BENCH_ACCEPT": "6", "SGLANG_DFLASH_BENCH_CONTINUATIONS": str(conts)}
+    args = cpu_server_args(target, free_port()) + dflash_args(os.path.join(models, "qwen3-dflash"))
+    with server(args, tmp_path / "dflash.log", env=env) as srv:
+        out = generate(srv.url, ids, 96)
+        assert "BENCHMARK-ONLY MODE: controlled acceptance is ON" in srv.log()
+    assert [o["output_ids"] for o in out] == plain
+    steps = sum(o["meta_info"]["spec_verify_ct"] for o in out)
+    assert 4.5 <= sum(len(o["output_ids"]) for o in out) / steps <= 7.5
