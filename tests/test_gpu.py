@@ -23,12 +23,12 @@ FP32_ENV = {"SGLANG_DFLASH_TEST_NATIVE_OPS": "1",
             "PYTHONPATH": os.path.join(os.path.dirname(__file__), "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def run(models, target, draft, log_path, spec):
+def run(models, target, draft, log_path, spec, env=None):
     args = gpu_server_args(os.path.join(models, target), free_port())
     if spec:
         args += dflash_args(os.path.join(models, draft)) + ["--speculative-draft-attention-backend", "triton"]
     ids = prompts(8)
-    with server(args, log_path, env=FP32_ENV) as srv:
+    with server(args, log_path, env={**FP32_ENV, **(env or {})}) as srv:
         single = [generate(srv.url, p)["output_ids"] for p in ids]
         batch = generate(srv.url, ids)
         logprobs = logprob_request(srv.url, ids[1])["meta_info"]
@@ -55,6 +55,19 @@ def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, tmp_path):
     # Both the target (verify) and the draft captured CUDA graphs; decode steps replayed them.
     assert set(re.findall(r"Capture (\w+) verify CUDA graph end", log)) == {"draft", "target"}, log[-3000:]
     assert "cuda graph: True" in log
+
+
+def test_gpu_partial_verify_equals_plain(tmp_path):
+    """Load-adaptive verify width on the GPU (sglang_dflash/verify_width.py): with a knee of 24
+    tokens the batch of 8 verifies only part of each block, through the eager verify (graphs hold
+    the full width); single requests keep the whole block.  Outputs equal plain decoding."""
+    models = tiny_models(checks=False)
+    p_single, p_batch, _, _, _ = run(models, "gemma4", None, tmp_path / "plain.log", spec=False)
+    env = {"SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24"}
+    s_single, s_batch, _, _, log = run(models, "gemma4", "gemma4-dflash", tmp_path / "dflash.log", spec=True, env=env)
+    assert "first narrowed block" in log, log[-3000:]
+    assert s_single == p_single
+    assert s_batch == p_batch
 
 
 def sample_over_http(url, n):
