@@ -6,11 +6,16 @@ Semantics follow SGLang 0.5.17's own decode path (ScheduleBatch -> SamplingBatch
 Sampler, non-overlapped scheduling, pytorch sampling backend), so that what DFLASH emits is
 distributed exactly as what plain decoding emits:
 
-* penalties count OUTPUT tokens only (the prompt never counts): frequency subtracts
+* penalties count OUTPUT tokens only (the prompt never counts), all of them up to the last one
+  emitted: what SGLang's penalizers hold under its non-overlapped scheduler.  (Its overlapped
+  scheduler feeds them one token late, the prompt's last token first: an SGLang quirk DFLASH
+  does not reproduce; tests/test_sampling_distribution.py pins both down.)  Frequency subtracts
   ``f * count``, presence subtracts ``p`` once a token occurred, min_new_tokens adds -inf to the
   stop tokens (the request's stop_token_ids, the tokenizer's eos and additional stop ids) while
   fewer than ``min_new_tokens`` tokens were output; these are summed first, then repetition
-  scales every occurred token's logit (x * r below zero, x / r above), then logit_bias is added;
+  scales every occurred token's logit (x * r below zero, x / r above), then logit_bias is added
+  (additive before repetition is the overlapped path's order; the non-overlapped path's order of
+  the two follows a set of classes and varies between processes);
 * then ``softmax(logits / T)``; top-k keeps the k most probable, top-p keeps a token while the
   mass sorted before it is <= top_p (both on the same sorted order), min-p drops tokens below
   ``min_p * max prob``; what is left is renormalised (SGLang's multinomial does the same);

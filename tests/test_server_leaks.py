@@ -23,7 +23,7 @@ def one_request(url: str, i: int) -> str:
     ids = [rng.randrange(3, 1800) for _ in range(rng.randrange(3, 120))]
     params = {"temperature": 0, "max_new_tokens": rng.randrange(4, 48), "ignore_eos": rng.random() < 0.7}
     if i % 3 == 0:  # the sampled path too (sglang_dflash/sampling.py)
-        params.update(temperature=0.8, top_p=0.9)
+        params.update(temperature=0.8, top_p=0.9, repetition_penalty=1.1)
     kind = i % 5
     if kind == 0:  # client disconnects mid-stream
         with requests.post(url + "/generate", json={"input_ids": ids, "sampling_params": params, "stream": True},

@@ -34,9 +34,5 @@ def unsupported_reason(req) -> Optional[str]:
         return PREFIX + ("sampling under --enable-deterministic-inference is not supported: plain decoding then "
                          "draws a hashed stream per (sampling_seed, position) that rejection sampling does not "
                          "reproduce (greedy requests are served).")
-    if sp.repetition_penalty != 1.0 or sp.frequency_penalty or sp.presence_penalty:
-        # At 20,000 samples the repetition-penalty law departed from plain sampling (chi-square
-        # p < 1e-4, TV 0.062 > bound 0.054): served again once the cause is found and the test passes.
-        return PREFIX + "frequency/presence/repetition penalties are not supported yet."
-    # temperature, top_p, top_k, min_p, logit_bias, min_new_tokens: sglang_dflash/sampling.py
+    # temperature, top_p, top_k, min_p, penalties, logit_bias, min_new_tokens: sglang_dflash/sampling.py
     return None
