@@ -189,3 +189,28 @@ def test_target_probs_is_what_sglangs_sampler_draws_from(params):
     assert support.sum() < vocab  # the filters did cut something
     p = chisquare(counts[support].numpy(), (ours[support] / ours[support].sum() * n).numpy()).pvalue
     assert p > 0.01, (p, counts, ours)
+
+
+def test_pending_outputs_add_exactly_the_tokens_the_host_has_not_seen():
+    """Overlapped scheduling: the previous forward's committed tokens join the penalty counts of
+    a request whose host output did not grow since that forward, and only of such a request."""
+    from types import SimpleNamespace
+
+    from sglang_dflash.pending_output import PendingOutputs
+
+    a = SimpleNamespace(rid="a", output_ids=[5])
+    b = SimpleNamespace(rid="b", output_ids=[6, 7])
+    c = SimpleNamespace(rid="c", output_ids=[8])
+    pend = PendingOutputs()
+    # forward: a commits 3 tokens, b 1, c's row is an intermediate prefill chunk
+    pend.record([a, b, c], [1, 2, 1], torch.tensor([[1, 2, 2, 9], [3, 9, 9, 9], [4, 9, 9, 9]]),
+                torch.tensor([3, 1, 1]), advanced=[True, True, False])
+    b.output_ids.append(3)  # the host took in b's result, not a's
+    counts = torch.zeros((3, 10))
+    pend.add_counts([b, a, c], counts, wanted=[True, True, True])
+    expect = torch.zeros((3, 10))
+    expect[1, 1], expect[1, 2] = 1, 2
+    assert torch.equal(counts, expect)
+    counts.zero_()
+    pend.add_counts([a], counts[:1], wanted=[False])  # no penalties: nothing to count
+    assert counts.sum() == 0
