@@ -82,8 +82,9 @@ class DFlashWorker(BaseSpecWorker):
         self.draft_model.bind_target(target_model)
         self.draft_head = draft_head_of(target_model.lm_head, target_worker.model_runner.model_config.vocab_size,
                                         ps.tp_rank, server_args.tp_size)
-        # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
-        self.lookahead = self.block_size
+        # The overlap scheduler reserves for step n+1 before step n's commit is counted
+        # (sglang_dflash/kv_cache.py): two blocks ahead then, one without overlap.
+        self.lookahead = self.block_size * (1 if server_args.disable_overlap_schedule else 2)
         self.tp_rank = ps.tp_rank
         if str(self.device).startswith("cuda"):  # one launch each instead of a dozen small kernels
             from sglang_dflash.kernels.accept import greedy_accept_triton
@@ -103,6 +104,9 @@ class DFlashWorker(BaseSpecWorker):
         self.timer = PhaseTimer.from_env(self.device)
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
+        if self.controlled is not None and not server_args.disable_overlap_schedule:
+            logger.warning("Controlled acceptance aligns its continuations by the host's output count, which "
+                           "lags a step under the overlap scheduler: benchmark with --disable-overlap-schedule")
         if self.tp_rank == 0:
             logger.info(
                 "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
@@ -150,6 +154,10 @@ class DFlashWorker(BaseSpecWorker):
         elif batch.forward_mode.is_idle() or batch.batch_size() == 0:
             result = self._idle()
         else:
+            if grammar_barrier is not None and batch.has_grammar:
+                # Overlap: the previous step's result is not processed yet; its committed tokens
+                # must be in the grammars before this step reads their states.
+                grammar_barrier()
             if self.profiler is not None:
                 self.profiler.before_step()
             result = self._decode(batch)
