@@ -32,7 +32,7 @@ from sglang_dflash.kv_cache import DraftState
 from sglang_dflash.logprobs import fill_verify_logprobs
 from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.sampling import (
-    params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
+    emitted_lens, params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
 )
 from sglang_dflash.verification import verify_forward
 
@@ -202,11 +202,11 @@ class DFlashWorker(BaseSpecWorker):
         if self.timer is not None:
             self.timer.mark(phase)
 
-    def _sampled_accept(self, reqs, tokens: torch.Tensor, logits: torch.Tensor):
+    def _sampled_accept(self, reqs, seq_lens: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor):
         """Exact rejection acceptance against each request's processed target distribution
         (sglang_dflash/sampling.py); greedy requests in the batch keep the greedy rule."""
         bs, width = tokens.shape
-        params = params_from_requests(reqs, logits.shape[-1], tokens.device)
+        params = params_from_requests(reqs, logits.shape[-1], tokens.device, emitted_lens(reqs, seq_lens))
         x = processed_logits(logits.view(bs, width, -1), tokens[:, 1:], params)
         probs = target_probs(x, params)
         # One uniform per acceptance test and one for the emitted token, all independent.
@@ -242,7 +242,7 @@ class DFlashWorker(BaseSpecWorker):
             grammar.constrain_verify(pending, logits_output.next_token_logits)
         self._mark("verify")
         if needs_sampling(batch.sampling_info):
-            acc = self._sampled_accept(batch.reqs, tokens, logits_output.next_token_logits)
+            acc = self._sampled_accept(batch.reqs, seq_lens, tokens, logits_output.next_token_logits)
         else:
             target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
             acc = self.accept(tokens, target_top1)
