@@ -22,6 +22,7 @@ import torch
 
 from sglang.srt.mem_cache.allocation import alloc_for_spec_decode
 from sglang.srt.speculative.spec_info import SpecInput, SpecInputType
+from sglang.srt.utils.common import is_pin_memory_available
 
 
 def reservation_lengths(committed: List[int], allocated: List[int], lookahead: int) -> List[int]:
@@ -58,16 +59,19 @@ class DraftState(SpecInput):
         committed = [int(r.kv_committed_len) for r in reqs]
         allocated = [int(r.kv.kv_allocated_len) for r in reqs]
         target = reservation_lengths(committed, allocated, self.lookahead)
-        cur_cpu = torch.tensor(allocated, dtype=torch.int64)
-        nxt_cpu = torch.tensor(target, dtype=torch.int64)
+        # Pinned, non-blocking copies: under overlap a blocking copy on the scheduler's stream would
+        # wait for the step still running on the device, and the host would stop preparing.
+        pin = is_pin_memory_available(batch.device)
+        cur_cpu = torch.tensor(allocated, dtype=torch.int64, pin_memory=pin)
+        nxt_cpu = torch.tensor(target, dtype=torch.int64, pin_memory=pin)
         alloc_for_spec_decode(
             batch.tree_cache,
             batch.req_to_token_pool,
             reqs=reqs,
             req_pool_indices=batch.req_pool_indices,
-            cur_kv_lens=cur_cpu.to(batch.device),
+            cur_kv_lens=cur_cpu.to(batch.device, non_blocking=True),
             cur_kv_lens_cpu=cur_cpu,
-            nxt_kv_lens=nxt_cpu.to(batch.device),
+            nxt_kv_lens=nxt_cpu.to(batch.device, non_blocking=True),
             nxt_kv_lens_cpu=nxt_cpu,
             num_needed_tokens=int((nxt_cpu - cur_cpu).sum()),
             batch=batch,
