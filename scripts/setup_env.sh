@@ -9,9 +9,10 @@
 #   - an import-only stand-in for SGLang's CUDA kernel package (scripts/cpu_env/sgl_kernel_cpu_shim)
 #     and one for torchvision (none on PyPI loads beside the CPU torch; transformers' Gemma-4
 #     processor imports it unconditionally),
-#   - four small textual fixes to the installed SGLang that only the CPU dev environment needs
+#   - five small textual fixes to the installed SGLang that only the CPU dev environment needs
 #     (scripts/cpu_env/0*.patch: torchvision-less import, text-only Gemma-4 on CPU, torch_native
-#     with a hybrid sliding-window pool, xgrammar on CPU).  None of this is part of the product:
+#     with a hybrid sliding-window pool, xgrammar on CPU, the speculative overlap relay on CPU so
+#     that the tests run DFLASH's overlap scheduling there).  None of this is part of the product:
 #     what the product changes inside SGLang is in patches/ and applied at runtime by the plugin.
 #   - this project, editable, with its test extras.
 set -euo pipefail
@@ -19,8 +20,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${1:-$ROOT/.venv}
 ENV_DIR=$ROOT/scripts/cpu_env
 STAMP=$VENV/.sglang_dflash_env_ok
+apply_fixes() {  # each fix once: an environment made before a fix was added gets it on the next run
+  local sp p
+  sp=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  for p in "$ENV_DIR"/0*.patch; do
+    if patch -s -f -p1 -d "$sp" -R --dry-run < "$p" >/dev/null 2>&1; then continue; fi
+    patch -s -p1 -d "$sp" --no-backup-if-mismatch < "$p"; echo "[setup_env] applied $(basename "$p")"
+  done
+}
 if [ -f "$STAMP" ]; then
   . "$VENV/bin/activate"
+  apply_fixes
   pip install -q --no-deps --no-build-isolation -e "$ROOT" >/dev/null
   exit 0
 fi
@@ -37,10 +47,7 @@ pip install -q pytest==9.2.0 pytest-timeout scipy
 for stub in sgl_kernel_cpu_shim torchvision_import_stub; do   # built from a temp copy: keeps the tree clean
   TMP=$(mktemp -d); cp -r "$ENV_DIR/$stub/." "$TMP/"; pip install -q --no-build-isolation "$TMP"; rm -rf "$TMP"
 done
-SP=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-for p in "$ENV_DIR"/0*.patch; do
-  patch -s -p1 -d "$SP" --no-backup-if-mismatch < "$p"; echo "[setup_env] applied $(basename "$p")"
-done
+apply_fixes
 pip install -q --no-deps --no-build-isolation -e "$ROOT"
 rm -f "$CONS"
 SGLANG_USE_CPU_ENGINE=1 python -c 'import torch, sglang, sglang_dflash; print("[setup_env] torch", torch.__version__, "sglang", sglang.__version__, "sglang_dflash", sglang_dflash.__version__)'

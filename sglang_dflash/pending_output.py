@@ -4,9 +4,10 @@ Under SGLang's overlap scheduler the result of forward n is processed (appended 
 ``output_ids``) only after forward n+1 has been launched, except where SGLang syncs first (e.g.
 two prefills in a row).  Penalties must count every emitted token, so a sampled step adds the
 previous forward's committed tokens to the host's counts exactly when the host has not seen them:
-a request whose ``output_ids`` did not grow since that forward was launched.  Every forward
-commits at least one token for each request it advances, which is what makes "did not grow" exact;
-a chunked prefill's intermediate chunk advances nothing and is not recorded.
+a request whose ``output_ids`` did not grow since that forward was launched.  Every decode
+forward commits at least one token per request, which is what makes "did not grow" exact.  A
+chunked prefill's intermediate chunk emits a token SGLang drops, but such a request's next
+forward is its next chunk, which replaces the record before any sampled step reads it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ class PendingOutputs:
         self.tokens: Optional[torch.Tensor] = None  # [n, W] the forward's committed tokens, row-padded
         self.lens: Optional[torch.Tensor] = None  # [n] how many of each row were committed
 
-    def record(self, reqs: Sequence, launch_lens: Sequence[int], tokens: torch.Tensor, lens: torch.Tensor,
-               advanced: Optional[Sequence[bool]] = None) -> None:
+    def record(self, reqs: Sequence, launch_lens: Sequence[int], tokens: torch.Tensor, lens: torch.Tensor) -> None:
         """The forward just run: row i of ``tokens`` [n, W] / ``lens`` [n] belongs to ``reqs[i]``,
-        whose output length was ``launch_lens[i]`` at launch; ``advanced[i]`` False: no token
-        of this forward will reach the request (a chunked prefill's intermediate chunk)."""
-        self.rows = {r.rid: (i, n) for i, (r, n) in enumerate(zip(reqs, launch_lens))
-                     if advanced is None or advanced[i]}
+        whose output length was ``launch_lens[i]`` at launch."""
+        self.rows = {r.rid: (i, n) for i, (r, n) in enumerate(zip(reqs, launch_lens))}
         self.tokens, self.lens = tokens, lens
 
     def add_counts(self, reqs: Sequence, counts: torch.Tensor, wanted: Sequence[bool]) -> None:

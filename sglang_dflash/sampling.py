@@ -69,8 +69,17 @@ def _stop_ids(req) -> set:
     return ids
 
 
-def params_from_requests(reqs: Sequence, vocab_size: int, device) -> SamplingParamsBatch:
-    """Each request's SamplingParams (and, for penalties, its output so far) as batch tensors."""
+def emitted_lens(reqs: Sequence, seq_lens: torch.Tensor) -> torch.Tensor:
+    """Tokens each request has emitted before this step, [bs] int64, from its device length: the KV
+    holds the prompt and every emitted token but the last.  Under the overlap scheduler the host's
+    ``output_ids`` do not have the previous step's tokens yet; ``seq_lens`` has them."""
+    prompt_lens = torch.tensor([len(r.origin_input_ids) for r in reqs], dtype=torch.int64)
+    return seq_lens.to(torch.int64) - prompt_lens.to(seq_lens.device, non_blocking=True) + 1
+
+
+def params_from_requests(reqs: Sequence, vocab_size: int, device, emitted: torch.Tensor) -> SamplingParamsBatch:
+    """Each request's SamplingParams (and, for penalties, its output so far) as batch tensors.
+    ``emitted`` [bs]: tokens each request has emitted before this step (``emitted_lens``)."""
     sps = [r.sampling_params for r in reqs]
     bs = len(reqs)
 
@@ -96,6 +105,8 @@ def params_from_requests(reqs: Sequence, vocab_size: int, device) -> SamplingPar
         counts = torch.zeros((bs, vocab_size), dtype=torch.float32)
         stop_mask = torch.zeros((bs, vocab_size), dtype=torch.bool)
         for i, (r, sp) in enumerate(zip(reqs, sps)):
+            # Under the overlap scheduler the host's output_ids may miss the previous forward's
+            # tokens: the worker adds them on the device (sglang_dflash/pending_output.py).
             if r.output_ids and (sp.frequency_penalty or sp.presence_penalty or sp.repetition_penalty != 1.0):
                 counts[i].index_add_(0, torch.tensor(r.output_ids, dtype=torch.int64),
                                      torch.ones(len(r.output_ids)))
@@ -107,7 +118,7 @@ def params_from_requests(reqs: Sequence, vocab_size: int, device) -> SamplingPar
             frequency=col([[sp.frequency_penalty] for sp in sps], torch.float32),
             presence=col([[sp.presence_penalty] for sp in sps], torch.float32),
             repetition=col([[sp.repetition_penalty] for sp in sps], torch.float32),
-            out_lens=col([[len(r.output_ids)] for r in reqs], torch.int64),
+            out_lens=emitted.to(device=device, dtype=torch.int64).view(-1, 1),
             min_new_tokens=col([[sp.min_new_tokens] for sp in sps], torch.int64),
             stop_mask=stop_mask.to(device, non_blocking=True),
         )

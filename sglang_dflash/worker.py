@@ -30,9 +30,10 @@ from sglang_dflash.grammar import BlockGrammar, PendingBlock
 from sglang_dflash.integration.hooks import mark_draft_backend
 from sglang_dflash.kv_cache import DraftState
 from sglang_dflash.logprobs import fill_verify_logprobs
+from sglang_dflash.pending_output import PendingOutputs
 from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.sampling import (
-    params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
+    emitted_lens, params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
 )
 from sglang_dflash.verification import plan_verify, run_verify
 from sglang_dflash.verify_width import VerifyWidth
@@ -83,8 +84,11 @@ class DFlashWorker(BaseSpecWorker):
         self.draft_model.bind_target(target_model)
         self.draft_head = draft_head_of(target_model.lm_head, target_worker.model_runner.model_config.vocab_size,
                                         ps.tp_rank, server_args.tp_size)
-        # Non-overlapped scheduling commits before the next reservation: one block ahead suffices.
-        self.lookahead = self.block_size
+        # The overlap scheduler reserves for step n+1 before step n's commit is counted
+        # (sglang_dflash/kv_cache.py): two blocks ahead then, one without overlap.
+        self.lookahead = self.block_size * (1 if server_args.disable_overlap_schedule else 2)
+        # Penalty counts need every emitted token; under overlap the host sees a forward's late.
+        self.unseen_outputs = None if server_args.disable_overlap_schedule else PendingOutputs()
         self.tp_rank = ps.tp_rank
         if str(self.device).startswith("cuda"):  # one launch each instead of a dozen small kernels
             from sglang_dflash.kernels.accept import greedy_accept_triton
@@ -154,6 +158,10 @@ class DFlashWorker(BaseSpecWorker):
         elif batch.forward_mode.is_idle() or batch.batch_size() == 0:
             result = self._idle()
         else:
+            if grammar_barrier is not None and batch.has_grammar:
+                # Overlap: the previous step's result is not processed yet; its committed tokens
+                # must be in the grammars before this step reads their states.
+                grammar_barrier()
             if self.profiler is not None:
                 self.profiler.before_step()
             result = self._decode(batch)
@@ -180,6 +188,7 @@ class DFlashWorker(BaseSpecWorker):
         draft context KV, before the scheduler can share them through the radix cache."""
         if self.timer is not None:
             self.timer.idle()
+        launch_lens = [len(r.output_ids) for r in batch.reqs]
         result = self.target_worker.forward_batch_generation(batch, capture_hidden_mode=CaptureHiddenMode.FULL)
         features = result.logits_output.hidden_states
         if features is None:
@@ -192,17 +201,24 @@ class DFlashWorker(BaseSpecWorker):
         result.logits_output.hidden_states = None
         result.next_draft_input = DraftState(bonus_tokens=result.next_token_ids.to(torch.int64), lookahead=self.lookahead)
         result.new_seq_lens = batch.seq_lens
+        if self.unseen_outputs is not None:
+            ids = result.next_token_ids.to(torch.int64).view(-1, 1)
+            self.unseen_outputs.record(batch.reqs, launch_lens, ids, torch.ones_like(ids[:, 0]))
         return result
 
     def _mark(self, phase: str) -> None:
         if self.timer is not None:
             self.timer.mark(phase)
 
-    def _sampled_accept(self, reqs, tokens: torch.Tensor, logits: torch.Tensor):
+    def _sampled_accept(self, reqs, seq_lens: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor):
         """Exact rejection acceptance against each request's processed target distribution
         (sglang_dflash/sampling.py); greedy requests in the batch keep the greedy rule."""
         bs, width = tokens.shape
-        params = params_from_requests(reqs, logits.shape[-1], tokens.device)
+        params = params_from_requests(reqs, logits.shape[-1], tokens.device, emitted_lens(reqs, seq_lens))
+        if self.unseen_outputs is not None and params.penalties is not None:
+            self.unseen_outputs.add_counts(reqs, params.penalties.counts, [
+                bool(r.sampling_params.frequency_penalty or r.sampling_params.presence_penalty
+                     or r.sampling_params.repetition_penalty != 1.0) for r in reqs])
         x = processed_logits(logits.view(bs, width, -1), tokens[:, 1:], params)
         probs = target_probs(x, params)
         # One uniform per acceptance test and one for the emitted token, all independent.
@@ -229,6 +245,7 @@ class DFlashWorker(BaseSpecWorker):
             self.timer.start()
         state: DraftState = batch.spec_info
         seq_lens = batch.seq_lens
+        launch_lens = [len(r.output_ids) for r in batch.reqs] if self.unseen_outputs is not None else None
         block = self.prepare_block(
             state.bonus_tokens, seq_lens, batch.req_pool_indices,
             self.target_worker.model_runner.req_to_token_pool.req_to_token,
@@ -257,11 +274,13 @@ class DFlashWorker(BaseSpecWorker):
             grammar.constrain_verify(pending, logits_output.next_token_logits)
         self._mark("verify")
         if needs_sampling(batch.sampling_info):
-            acc = self._sampled_accept(batch.reqs, tokens, logits_output.next_token_logits)
+            acc = self._sampled_accept(batch.reqs, seq_lens, tokens, logits_output.next_token_logits)
         else:
             target_top1 = logits_output.next_token_logits.argmax(dim=-1).view(tokens.shape)
             acc = self.accept(tokens, target_top1)
         fill_verify_logprobs(batch, logits_output, acc.out_tokens)
+        if self.unseen_outputs is not None:
+            self.unseen_outputs.record(batch.reqs, launch_lens, acc.out_tokens, acc.commit_lens)
         self._mark("accept")
 
         # Every block position is projected, committed or not: a rejected position's slot lies

@@ -57,6 +57,21 @@ def gpu_server_args(model: str, port: int, max_bs: int = 8) -> list[str]:
     ]
 
 
+# DFLASH under SGLang's overlap scheduler (the default) and the non-overlapped one.  SGLang has
+# no speculative overlap on a CPU: tests/conftest.py sets SGLANG_DFLASH_TEST_CPU_OVERLAP so that the
+# CPU runs the overlap bookkeeping too (with scripts/cpu_env/06-spec-overlap-on-cpu.patch).
+SCHEDULERS = {"overlap": [], "no-overlap": ["--disable-overlap-schedule"]}
+
+
+def check_scheduler(server_info: dict, scheduler: str) -> None:
+    """The server ran the scheduler the test asked for, not a silent fallback."""
+    overlapped = not server_info["disable_overlap_schedule"]
+    assert overlapped == (scheduler == "overlap"), (
+        f"asked for the {scheduler} scheduler, the server ran {'overlap' if overlapped else 'no-overlap'}"
+        + ("" if overlapped else " (on a CPU: SGLANG_DFLASH_TEST_CPU_OVERLAP=1 and the CPU environment's "
+                                 "scripts/cpu_env/06-spec-overlap-on-cpu.patch)"))
+
+
 def dflash_args(draft: str, block: int = 16) -> list[str]:
     return ["--speculative-algorithm", "DFLASH", "--speculative-draft-model-path", draft,
             "--speculative-num-draft-tokens", str(block)]

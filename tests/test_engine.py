@@ -1,10 +1,11 @@
-"""The in-process ``sglang.Engine`` with our DFLASH gives the same greedy tokens as without it."""
+"""The in-process ``sglang.Engine`` with our DFLASH gives the same greedy tokens as without it, under
+either scheduler."""
 
 import os
 
 import pytest
 
-from helpers import tiny_models
+from helpers import SCHEDULERS, check_scheduler, tiny_models
 from workload import prompts
 
 pytestmark = pytest.mark.slow
@@ -13,9 +14,16 @@ pytestmark = pytest.mark.slow
 def engine(model: str, **kw):
     import sglang as sgl
 
-    return sgl.Engine(model_path=model, device="cpu", attention_backend="torch_native", dtype="float32",
-                      mem_fraction_static=0.05, max_total_tokens=16384, skip_tokenizer_init=True,
-                      log_level="warning", **kw)
+    eng = sgl.Engine(model_path=model, device="cpu", attention_backend="torch_native", dtype="float32",
+                     mem_fraction_static=0.05, max_total_tokens=16384, skip_tokenizer_init=True,
+                     log_level="warning", **kw)
+    if "disable_overlap_schedule" in kw:
+        try:
+            check_scheduler(eng.get_server_info(), "no-overlap" if kw["disable_overlap_schedule"] else "overlap")
+        except AssertionError:
+            eng.shutdown()
+            raise
+    return eng
 
 
 def run_engine(model: str, **spec) -> list[list[int]]:
@@ -31,11 +39,13 @@ def run_engine(model: str, **spec) -> list[list[int]]:
 def test_engine_dflash_equals_plain():
     models = tiny_models()
     plain, _ = run_engine(os.path.join(models, "gemma4"))
-    spec, verify_cts = run_engine(os.path.join(models, "gemma4"), speculative_algorithm="DFLASH",
-                                  speculative_draft_model_path=os.path.join(models, "gemma4-dflash"),
-                                  speculative_num_draft_tokens=16)
-    assert spec == plain
-    assert all(ct and ct >= 1 for ct in verify_cts)
+    for scheduler in SCHEDULERS:
+        spec, verify_cts = run_engine(os.path.join(models, "gemma4"), speculative_algorithm="DFLASH",
+                                      speculative_draft_model_path=os.path.join(models, "gemma4-dflash"),
+                                      speculative_num_draft_tokens=16,
+                                      disable_overlap_schedule=scheduler == "no-overlap")
+        assert spec == plain, scheduler
+        assert all(ct and ct >= 1 for ct in verify_cts)
 
 
 def near_context_limit(model: str, **spec) -> list:
@@ -58,8 +68,9 @@ def near_context_limit(model: str, **spec) -> list:
 def test_context_limit_is_handled_like_plain():
     models = tiny_models()
     plain = near_context_limit(os.path.join(models, "qwen3"))
-    spec = near_context_limit(os.path.join(models, "qwen3"), speculative_algorithm="DFLASH",
-                              speculative_draft_model_path=os.path.join(models, "qwen3-dflash"),
-                              speculative_num_draft_tokens=16)
-    assert spec == plain
+    for scheduler in SCHEDULERS:  # overlap: the reservation of two blocks must stay inside the token table
+        spec = near_context_limit(os.path.join(models, "qwen3"), speculative_algorithm="DFLASH",
+                                  speculative_draft_model_path=os.path.join(models, "qwen3-dflash"),
+                                  speculative_num_draft_tokens=16, disable_overlap_schedule=scheduler == "no-overlap")
+        assert spec == plain, scheduler
     assert plain[-1][0] == "refused" and "exceeds the maximum allowed length" in plain[-1][1]

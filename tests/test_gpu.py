@@ -1,5 +1,6 @@
 """On the GPU machine: our DFLASH with CUDA graphs (draft and verify) through the real server,
-greedy output equal to plain decoding for the tiny Qwen3 and Gemma-4 pairs (float32)."""
+greedy output equal to plain decoding for the tiny Qwen3 and Gemma-4 pairs (float32), under the
+overlap scheduler (the default) and the non-overlapped one."""
 
 import os
 import re
@@ -10,7 +11,7 @@ from collections import Counter
 
 import requests
 
-from helpers import dflash_args, free_port, gpu_server_args, server, tiny_models
+from helpers import SCHEDULERS, check_scheduler, dflash_args, free_port, gpu_server_args, server, tiny_models
 from markov_model import markov_model
 from test_sampling_distribution import CONFIGS, GREEDY_PROMPTS, ORACLE, PROMPT, compare
 from workload import LOGPROB_KEYS, generate, logprob_error, logprob_request, prompts
@@ -23,12 +24,16 @@ FP32_ENV = {"SGLANG_DFLASH_TEST_NATIVE_OPS": "1",
             "PYTHONPATH": os.path.join(os.path.dirname(__file__), "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def run(models, target, draft, log_path, spec, env=None):
+def run(models, target, draft, log_path, scheduler=None, env=None):
+    """Plain decoding, or DFLASH under ``scheduler`` (tests/helpers.py SCHEDULERS)."""
     args = gpu_server_args(os.path.join(models, target), free_port())
-    if spec:
+    if scheduler:
         args += dflash_args(os.path.join(models, draft)) + ["--speculative-draft-attention-backend", "triton"]
+        args += SCHEDULERS[scheduler]
     ids = prompts(8)
     with server(args, log_path, env={**FP32_ENV, **(env or {})}) as srv:
+        if scheduler:
+            check_scheduler(requests.get(srv.url + "/get_server_info", timeout=30).json(), scheduler)
         single = [generate(srv.url, p)["output_ids"] for p in ids]
         batch = generate(srv.url, ids)
         logprobs = logprob_request(srv.url, ids[1])["meta_info"]
@@ -36,11 +41,12 @@ def run(models, target, draft, log_path, spec, env=None):
     return single, [o["output_ids"] for o in batch], [o["meta_info"] for o in batch], logprobs, log
 
 
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
 @pytest.mark.parametrize("target,draft", PAIRS)
-def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, tmp_path):
+def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, scheduler, tmp_path):
     models = tiny_models(checks=False)  # the GPU machine's transformers is newer than the CPU env's
-    p_single, p_batch, _, p_lp, _ = run(models, target, draft, tmp_path / "plain.log", spec=False)
-    s_single, s_batch, meta, s_lp, log = run(models, target, draft, tmp_path / "dflash.log", spec=True)
+    p_single, p_batch, _, p_lp, _ = run(models, target, draft, tmp_path / "plain.log")
+    s_single, s_batch, meta, s_lp, log = run(models, target, draft, tmp_path / "dflash.log", scheduler)
     assert "DFLASH implementation: sglang-dflash" in log
     assert s_single == p_single
     assert s_batch == p_batch
@@ -62,9 +68,9 @@ def test_gpu_partial_verify_equals_plain(tmp_path):
     tokens the batch of 8 verifies only part of each block, through the eager verify (graphs hold
     the full width); single requests keep the whole block.  Outputs equal plain decoding."""
     models = tiny_models(checks=False)
-    p_single, p_batch, _, _, _ = run(models, "gemma4", None, tmp_path / "plain.log", spec=False)
+    p_single, p_batch, _, _, _ = run(models, "gemma4", None, tmp_path / "plain.log")
     env = {"SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24"}
-    s_single, s_batch, _, _, log = run(models, "gemma4", "gemma4-dflash", tmp_path / "dflash.log", spec=True, env=env)
+    s_single, s_batch, _, _, log = run(models, "gemma4", "gemma4-dflash", tmp_path / "dflash.log", "overlap", env=env)
     assert "first narrowed block" in log, log[-3000:]
     assert s_single == p_single
     assert s_batch == p_batch

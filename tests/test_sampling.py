@@ -30,6 +30,10 @@ def request(output_ids=(), tokenizer=NO_STOPS, **params):
     return SimpleNamespace(sampling_params=sp, output_ids=list(output_ids), tokenizer=tokenizer)
 
 
+def emitted(reqs):
+    return torch.tensor([len(r.output_ids) for r in reqs])
+
+
 def exact_two_token_law(p0, p1, d1):
     """P(o1, o2) when o1 ~ p0 and, only when o1 == d1 (the draft was right), o2 ~ p1 at the next
     block position; o2 = -1 stands for 'emitted later' (the step ended at o1)."""
@@ -109,7 +113,7 @@ def test_greedy_rows_keep_the_greedy_rule():
     top1 = logits.argmax(-1)
     block = torch.randint(0, vocab, (bs, width), generator=g)
     block[:, 1:3] = top1[:, :2]  # two right drafts, then (almost surely) a wrong one
-    params = params_from_requests(reqs, vocab, "cpu")
+    params = params_from_requests(reqs, vocab, "cpu", emitted(reqs))
     acc = rejection_accept(block, target_probs(processed_logits(logits, block[:, 1:], params), params),
                            torch.rand((bs, width), generator=g))
     ref = greedy_accept(block[:4], top1[:4])
@@ -138,7 +142,7 @@ def test_penalties_match_sglangs_penalizers():
     ]
     logits = torch.randn((len(reqs), width, vocab), generator=g) * 3
     drafts = torch.randint(0, 14, (len(reqs), width - 1), generator=g)
-    params = params_from_requests(reqs, vocab, "cpu")
+    params = params_from_requests(reqs, vocab, "cpu", emitted(reqs))
     got = processed_logits(logits, drafts, params)
 
     batch = StandInBatch(reqs)  # SGLang holds it weakly: keep the reference for the whole test
@@ -176,8 +180,8 @@ def test_target_probs_is_what_sglangs_sampler_draws_from(params):
     logits = torch.randn((1, 1, vocab), generator=torch.Generator().manual_seed(7)) * 1.5
     req = request(**params)
     ours = target_probs(processed_logits(logits, torch.zeros((1, 0), dtype=torch.int64),
-                                         params_from_requests([req], vocab, "cpu")),
-                        params_from_requests([req], vocab, "cpu"))[0, 0].double()
+                                         params_from_requests([req], vocab, "cpu", emitted([req]))),
+                        params_from_requests([req], vocab, "cpu", emitted([req])))[0, 0].double()
     sp = req.sampling_params
     probs = torch.softmax(logits[0] / sp.temperature, dim=-1).expand(n, vocab).contiguous()
     drawn = top_k_top_p_min_p_sampling_from_probs_torch(
@@ -202,10 +206,8 @@ def test_pending_outputs_add_exactly_the_tokens_the_host_has_not_seen():
     b = SimpleNamespace(rid="b", output_ids=[6, 7])
     c = SimpleNamespace(rid="c", output_ids=[8])
     pend = PendingOutputs()
-    # forward: a commits 3 tokens, b 1, c's row is an intermediate prefill chunk
-    pend.record([a, b, c], [1, 2, 1], torch.tensor([[1, 2, 2, 9], [3, 9, 9, 9], [4, 9, 9, 9]]),
-                torch.tensor([3, 1, 1]), advanced=[True, True, False])
-    b.output_ids.append(3)  # the host took in b's result, not a's
+    pend.record([a, b], [1, 2], torch.tensor([[1, 2, 2, 9], [3, 9, 9, 9]]), torch.tensor([3, 1]))  # a: 3, b: 1
+    b.output_ids.append(3)  # the host took in b's result, not a's; c was not in that forward
     counts = torch.zeros((3, 10))
     pend.add_counts([b, a, c], counts, wanted=[True, True, True])
     expect = torch.zeros((3, 10))

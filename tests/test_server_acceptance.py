@@ -1,6 +1,6 @@
 """A mostly-right draft (tests/oracle_models) against the predictable "pi" target: long accepted
 runs, with stop conditions landing inside them, a shared-prefix batch hitting the radix cache,
-and the output still token-for-token the target's own."""
+and the output still token-for-token the target's own, under either scheduler."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import os
 import pytest
 import requests
 
-from helpers import cpu_server_args, dflash_args, free_port, server, tiny_models
+from helpers import SCHEDULERS, check_scheduler, cpu_server_args, dflash_args, free_port, server, tiny_models
 from workload import generate
 
 pytestmark = pytest.mark.slow
@@ -40,6 +40,10 @@ def scenarios(models):
         ("long", {"input_ids": [[3 + 11 * i, 40 + i, 7] for i in range(6)],
                   "sampling_params": {"temperature": 0, "max_new_tokens": 96, "ignore_eos": True}}),
         ("eos", {"input_ids": [1, 2, before_eos], "sampling_params": {"temperature": 0, "max_new_tokens": 64}}),
+        # EOS is allowed from the 20th token: it still ends the request at the 23rd, inside a run
+        # that starts after several multi-token steps (counted right under the overlap scheduler too).
+        ("min_new_tokens", {"input_ids": [1, 2, before_eos],
+                            "sampling_params": {"temperature": 0, "max_new_tokens": 64, "min_new_tokens": 20}}),
         ("max_new_tokens", {"input_ids": [[9, 8, 77], [9, 8, 78]],
                             "sampling_params": {"temperature": 0, "max_new_tokens": 13, "ignore_eos": True}}),
         ("shared_prefix_first", {"input_ids": prefix + [11],
@@ -71,11 +75,15 @@ def test_mostly_right_draft(tmp_path):
     base = cpu_server_args(target, free_port())
     with server(base, tmp_path / "plain.log") as srv:
         plain = run(srv.url, cases)
-    spec_args = cpu_server_args(target, free_port()) + dflash_args(
-        os.path.join(models, "qwen3-pi-oracle"))
-    with server(spec_args, tmp_path / "dflash.log", env=ORACLE_ENV) as srv:
-        spec = run(srv.url, cases)
+    for scheduler in SCHEDULERS:
+        spec_args = cpu_server_args(target, free_port()) + dflash_args(
+            os.path.join(models, "qwen3-pi-oracle")) + SCHEDULERS[scheduler]
+        with server(spec_args, tmp_path / f"dflash-{scheduler}.log", env=ORACLE_ENV) as srv:
+            check_scheduler(requests.get(srv.url + "/get_server_info", timeout=30).json(), scheduler)
+            check_mostly_right(plain, run(srv.url, cases), eos)
 
+
+def check_mostly_right(plain, spec, eos):
     for name in plain:
         assert [o["output_ids"] for o in spec[name]] == [o["output_ids"] for o in plain[name]], name
         assert [o["meta_info"]["finish_reason"] for o in spec[name]] == [
@@ -90,6 +98,9 @@ def test_mostly_right_draft(tmp_path):
     assert eos_out["meta_info"]["finish_reason"]["type"] == "stop"
     assert eos_out["output_ids"][-1] == eos and len(eos_out["output_ids"]) == 23
     assert eos_out["meta_info"]["spec_verify_ct"] < 23  # EOS arrived inside a multi-token step
+
+    (min_new,) = spec["min_new_tokens"]
+    assert min_new["output_ids"] == eos_out["output_ids"] and min_new["meta_info"]["spec_verify_ct"] < 23
 
     for o in spec["max_new_tokens"]:
         assert o["meta_info"]["finish_reason"] == {"type": "length", "length": 13}

@@ -1,12 +1,13 @@
 """Lossless greedy decoding through the real server: DFLASH output == the same server without
-speculation, token for token, for every API, batching mode and target form."""
+speculation, token for token, for every API, batching mode and target form, under the overlap
+scheduler and the non-overlapped one."""
 
 import os
 
 import pytest
 import requests
 
-from helpers import cpu_server_args, dflash_args, free_port, server, tiny_models
+from helpers import SCHEDULERS, check_scheduler, cpu_server_args, dflash_args, free_port, server, tiny_models
 from workload import LOGPROB_KEYS, collect, generate, logprob_error, logprob_request, prompts
 
 pytestmark = pytest.mark.slow
@@ -23,10 +24,11 @@ CASES = {
 }
 
 
-def outputs(models, target, draft, extra, env, log_path, spec: bool):
+def outputs(models, target, draft, extra, env, log_path, scheduler=None):
+    """The workload's results from a plain server, or from a DFLASH one under ``scheduler``."""
     args = cpu_server_args(os.path.join(models, target), free_port()) + extra
-    if spec:
-        args += dflash_args(os.path.join(models, draft))
+    if scheduler:
+        args += dflash_args(os.path.join(models, draft)) + SCHEDULERS[scheduler]
     with server(args, log_path, env=env) as srv:
         res = collect(srv.url, prompts())
         info = requests.get(srv.url + "/get_server_info", timeout=30).json()
@@ -40,9 +42,14 @@ def outputs(models, target, draft, extra, env, log_path, spec: bool):
 def test_dflash_equals_plain(case, tmp_path):
     models = tiny_models()
     target, draft, extra, env = CASES[case]
-    plain, _, _, plain_lp, _ = outputs(models, target, draft, extra, env, tmp_path / "plain.log", spec=False)
-    spec, info, meta, spec_lp, log = outputs(models, target, draft, extra, env, tmp_path / "dflash.log", spec=True)
+    plain, _, _, plain_lp, _ = outputs(models, target, draft, extra, env, tmp_path / "plain.log")
+    for scheduler in SCHEDULERS:
+        spec = outputs(models, target, draft, extra, env, tmp_path / f"dflash-{scheduler}.log", scheduler)
+        check_scheduler(spec[1], scheduler)
+        check_equal(f"{case}/{scheduler}", plain, plain_lp, *spec)
 
+
+def check_equal(case, plain, plain_lp, spec, info, meta, spec_lp, log):
     assert "DFLASH implementation: sglang-dflash" in log
     assert "sglang-dflash worker ready" in log
     for scenario in plain:

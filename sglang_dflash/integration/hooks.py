@@ -202,6 +202,17 @@ def _update_finish_state(original, self, new_accepted_len: int = 1):
         ids.extend(run[len(ids) - start:])
 
 
+def _req_to_token_extra_len(original, server_args) -> int:
+    """Headroom of each request's row of SGLang's token table past the context length.  Under the
+    overlap scheduler a DFLASH request's slots reach its lagged committed length plus two blocks
+    (sglang_dflash/kv_cache.py); SGLang's headroom of 4 + one block would let the reservation of a
+    request near the context limit run past its row."""
+    extra = original(server_args)
+    if (server_args.speculative_algorithm or "").upper() == "DFLASH" and not server_args.disable_overlap_schedule:
+        extra = max(extra, 4 + 2 * server_args.speculative_num_draft_tokens)
+    return extra
+
+
 _ORIGINALS: dict = {}
 _AUX = "sglang.srt.model_executor.model_runner_components.spec_aux_hidden_state._resolve_dflash_aux_hidden_state"
 
@@ -230,6 +241,8 @@ def install() -> None:
     HookRegistry.register("sglang.srt.model_loader.loader.get_model_architecture",
                           _get_model_architecture, HookType.AROUND)
     HookRegistry.register("sglang.srt.managers.scheduler.validate_dflash_request", _validate_request, HookType.REPLACE)
+    HookRegistry.register("sglang.srt.mem_cache.allocation_sizing.get_req_to_token_extra_context_len",
+                          _req_to_token_extra_len, HookType.AROUND)
     HookRegistry.register("sglang.srt.managers.schedule_batch.Req.update_finish_state", _update_finish_state,
                           HookType.AROUND)
     HookRegistry.register("sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend",

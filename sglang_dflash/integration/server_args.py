@@ -25,6 +25,8 @@ logger = logging.getLogger("sglang_dflash")
 
 GPU_DRAFT_BACKENDS = ("fa4", "triton", "fa3", "flashinfer")
 CPU_DRAFT_BACKENDS = ("torch_native",)
+# Test-only: keep the overlap scheduler on a CPU (see handle_dflash_server_args).
+CPU_OVERLAP_ENV = "SGLANG_DFLASH_TEST_CPU_OVERLAP"
 
 
 class DFlashArgError(ValueError):
@@ -148,17 +150,23 @@ def handle_dflash_server_args(server_args) -> None:
     server_args.speculative_num_draft_tokens = cfg.block_size
     server_args.speculative_draft_attention_backend = _resolve_draft_backend(server_args)
 
-    if not server_args.disable_overlap_schedule:
-        # The worker drives SGLang's synchronous spec-v2 path; overlapped scheduling is not wired yet.
+    if device == "cpu" and not server_args.disable_overlap_schedule and os.environ.get(CPU_OVERLAP_ENV) != "1":
+        # As SGLang does for its own speculative algorithms on a CPU: its spec-v2 overlap relay
+        # (FutureMap) calls record_stream on CPU tensors, which torch refuses, and a CPU has no
+        # device to overlap with.  The CPU tests set the env var, with the CPU environment's fix
+        # scripts/cpu_env/06-spec-overlap-on-cpu.patch, to run the overlap bookkeeping there.
         server_args.disable_overlap_schedule = True
-        logger.info("DFLASH (sglang-dflash) runs with the non-overlapped scheduler")
+        logger.warning("DFLASH (sglang-dflash) on CPU: overlap scheduling is off (SGLang has no speculative "
+                       "overlap on CPU)")
     if server_args.max_running_requests is None:
         server_args.max_running_requests = 48
     if server_args.enable_mixed_chunk:
         server_args.enable_mixed_chunk = False
         logger.info("DFLASH disables mixed chunked prefill")
     logger.info(
-        "DFLASH (sglang-dflash): block %d, %d draft layers, target layers %s, mask id %d, draft backend %s",
+        "DFLASH (sglang-dflash): block %d, %d draft layers, target layers %s, mask id %d, draft backend %s, "
+        "%s scheduler",
         cfg.block_size, cfg.num_layers, list(cfg.target_layer_ids), cfg.mask_token_id,
         server_args.speculative_draft_attention_backend,
+        "non-overlapped" if server_args.disable_overlap_schedule else "overlap",
     )
