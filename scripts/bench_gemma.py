@@ -194,7 +194,8 @@ def main() -> None:
     ap.add_argument("--configs", default=".devbundle/configs")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--new-tokens", type=int, default=256)
-    ap.add_argument("--modes", default="plain,builtin,ours")
+    ap.add_argument("--modes", default="plain,builtin,ours",
+                    help="in run order; ours-controlled (needs --accept) runs last unless placed")
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
     ap.add_argument("--tp", type=int, default=1, help="--tp-size of every server (2: two GPUs)")
@@ -208,8 +209,10 @@ def main() -> None:
     base_env = dict(os.environ, SGLANG_SWA_EVICTION_INTERVAL=os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8"))
     conts_path = a.continuations or os.path.join(a.out, "continuations.json")
     runs = [m for m in a.modes.split(",") if m]
-    if a.accept is not None:
+    if a.accept is not None and "ours-controlled" not in runs:
         runs.append("ours-controlled")
+    if "ours-controlled" in runs and a.accept is None:
+        ap.error("mode ours-controlled needs --accept")
     results: dict = {"card": None, "command": " ".join(sys.argv), "runs": {}}
     try:
         import torch

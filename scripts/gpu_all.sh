@@ -15,7 +15,8 @@ nvidia-smi > "$OUT/nvidia-smi.txt"
 
 bench() {
   CUDA_VISIBLE_DEVICES=0 timeout "$BENCH_S" python scripts/bench_gemma.py --configs .devbundle/configs \
-    --concurrency 1,8,32 --new-tokens 512 --modes plain,builtin --accept 8.59 --out "$OUT" > "$OUT/bench.log" 2>&1
+    --concurrency 1,8,32 --new-tokens 384 --modes plain,ours-controlled,builtin --accept 8.59 --out "$OUT" \
+    > "$OUT/bench.log" 2>&1
   echo "bench rc $?" >> "$OUT/bench.log"
 }
 tests() {  # $1: GPU, $2: pytest -k expression, $3: log name, $4: seconds
