@@ -28,9 +28,10 @@ class PlannedVerify(NamedTuple):
         return self.tokens
 
 
-def plan_verify(target_worker, batch, block: Block) -> PlannedVerify:
+def plan_verify(target_worker, batch, block: Block, host_lens: torch.Tensor) -> PlannedVerify:
     """Builds and plans the causal target forward over ``block`` [bs, W] (its slots 1.. hold mask
-    tokens until ``PlannedVerify.fill`` writes the drafts)."""
+    tokens until ``PlannedVerify.fill`` writes the drafts); ``host_lens``: the committed lengths
+    on the host, or an upper bound of them (the worker's ``host_seq_lens``)."""
     bs, width = block.token_ids.shape
     tokens = block.token_ids.reshape(-1).clone()
     batch.input_ids = tokens
@@ -39,7 +40,7 @@ def plan_verify(target_worker, batch, block: Block) -> PlannedVerify:
     batch.forward_mode = ForwardMode.TARGET_VERIFY
     # Host-side bound for backend planning: committed prefix plus the block.
     seq_lens_cpu, seq_lens_sum = batch.seq_lens_cpu, batch.seq_lens_sum
-    batch.seq_lens_cpu = seq_lens_cpu + width
+    batch.seq_lens_cpu = host_lens + width
     batch.seq_lens_sum = int(batch.seq_lens_cpu.sum())
     try:
         fb = ForwardBatch.init_new(batch, target_worker.model_runner, capture_hidden_mode=CaptureHiddenMode.FULL,

@@ -240,6 +240,16 @@ class DFlashWorker(BaseSpecWorker):
             self.width_sum = self.width_steps = 0
         return width
 
+    def host_seq_lens(self, batch) -> torch.Tensor:
+        """Committed lengths on the host for attention planning.  Under the overlap scheduler SGLang
+        mirrors them to the host only for backends that ask (torch_native does, triton does not);
+        then the scheduler's count plus one block, which the step still running can add at most,
+        is a sync-free upper bound, the contract SGLang's backends plan with."""
+        if batch.seq_lens_cpu is not None:
+            return batch.seq_lens_cpu
+        committed = torch.tensor([r.kv_committed_len for r in batch.reqs], dtype=torch.int64)
+        return committed + (self.lookahead - self.block_size)
+
     def _decode(self, batch) -> GenerationBatchResult:
         if self.timer is not None:
             self.timer.start()
@@ -253,10 +263,11 @@ class DFlashWorker(BaseSpecWorker):
         )
         self._mark("prepare")
         width = self._verify_width(batch.reqs)
-        hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, batch.seq_lens_cpu)
+        host_lens = self.host_seq_lens(batch)
+        hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, host_lens)
         if width < self.block_size:  # the target verifies the block's first `width` positions
             block = Block(*(t[:, :width] for t in block))
-        plan = plan_verify(self.target_worker, batch, block)  # host work while the device drafts
+        plan = plan_verify(self.target_worker, batch, block, host_lens)  # host work while the device drafts
         drafts = greedy_draft_tokens(hidden, self.draft_head)
         grammar = BlockGrammar.start(batch, width)  # structured output: None when unconstrained
         if grammar is not None:

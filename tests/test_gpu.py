@@ -31,7 +31,8 @@ def run(models, target, draft, log_path, scheduler=None, env=None):
         args += dflash_args(os.path.join(models, draft)) + ["--speculative-draft-attention-backend", "triton"]
         args += SCHEDULERS[scheduler]
     ids = prompts(8)
-    with server(args, log_path, env={**FP32_ENV, **(env or {})}) as srv:
+    overlap = {"SGLANG_DFLASH_OVERLAP": "1"} if scheduler == "overlap" else {}  # opt-in on CUDA
+    with server(args, log_path, env={**FP32_ENV, **overlap, **(env or {})}) as srv:
         if scheduler:
             check_scheduler(requests.get(srv.url + "/get_server_info", timeout=30).json(), scheduler)
         single = [generate(srv.url, p)["output_ids"] for p in ids]
