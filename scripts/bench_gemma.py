@@ -199,6 +199,9 @@ def main() -> None:
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
     ap.add_argument("--tp", type=int, default=1, help="--tp-size of every server (2: two GPUs)")
+    ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment of every ours* server, e.g. SGLANG_DFLASH_OVERLAP=1 or "
+                         "SGLANG_DFLASH_VERIFY_WIDTH=auto (repeatable)")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--continuations", default=None,
@@ -223,6 +226,7 @@ def main() -> None:
     for mode in runs:
         env = dict(base_env, **MODE_ENV.get(mode, {}))
         if mode.startswith("ours"):
+            env.update(kv.split("=", 1) for kv in a.ours_env)
             env["SGLANG_DFLASH_PROFILE"] = "1"
             if a.torch_profile:
                 env["SGLANG_DFLASH_TORCH_PROFILE"] = os.path.join(a.out, f"profile_{mode}")

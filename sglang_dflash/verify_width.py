@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-WIDTH_ENV = "SGLANG_DFLASH_VERIFY_WIDTH"  # "auto" (default on CUDA), "full", or a fixed width
+WIDTH_ENV = "SGLANG_DFLASH_VERIFY_WIDTH"  # "auto", "full" (default) or a fixed width
 KNEE_ENV = "SGLANG_DFLASH_VERIFY_KNEE"  # tokens at which the verify turns compute-bound
 DEFAULT_KNEE = 192
 DEFAULT_DRAFT_COST = 0.15
@@ -95,8 +95,10 @@ class AcceptanceTracker:
 
 
 class VerifyWidth:
-    """The worker's per-step width decision (``SGLANG_DFLASH_VERIFY_WIDTH``: ``auto`` is the
-    default on CUDA, ``full`` on CPU where the roofline does not apply; an integer fixes it)."""
+    """The worker's per-step width decision (``SGLANG_DFLASH_VERIFY_WIDTH``: ``full``, the default,
+    verifies whole blocks; ``auto`` is the policy above; an integer fixes the width).  ``auto``
+    is opt-in until a GPU run has measured it: narrower blocks run the verify eagerly (its CUDA
+    graphs hold the full width), and whether that wins at 32 requests is the open measurement."""
 
     def __init__(self, block_size: int, mode: str, knee: int) -> None:
         self.block_size, self.mode, self.knee = block_size, mode, knee
@@ -104,8 +106,8 @@ class VerifyWidth:
         self.steps = 0
 
     @classmethod
-    def from_env(cls, block_size: int, on_cuda: bool) -> Optional["VerifyWidth"]:
-        mode = os.environ.get(WIDTH_ENV, "auto" if on_cuda else "full").strip().lower()
+    def from_env(cls, block_size: int) -> Optional["VerifyWidth"]:
+        mode = os.environ.get(WIDTH_ENV, "full").strip().lower()
         if mode == "full":
             return None
         if mode != "auto":

@@ -108,7 +108,7 @@ class DFlashWorker(BaseSpecWorker):
         self.timer = PhaseTimer.from_env(self.device)
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
-        self.verify_width = VerifyWidth.from_env(self.block_size, str(self.device).startswith("cuda"))
+        self.verify_width = VerifyWidth.from_env(self.block_size)
         self.width_sum = self.width_steps = 0
         self.narrowed = False
         if self.tp_rank == 0:

@@ -68,16 +68,17 @@ def test_tracker_pairs_each_commit_with_its_steps_width_when_the_host_lags():
 
 
 def test_env_values(monkeypatch):
-    assert VerifyWidth.from_env(16, on_cuda=False) is None
-    assert VerifyWidth.from_env(16, on_cuda=True).mode == "auto"
+    assert VerifyWidth.from_env(16) is None
+    monkeypatch.setenv("SGLANG_DFLASH_VERIFY_WIDTH", "auto")
+    assert VerifyWidth.from_env(16).mode == "auto"
     monkeypatch.setenv("SGLANG_DFLASH_VERIFY_WIDTH", "full")
-    assert VerifyWidth.from_env(16, on_cuda=True) is None
+    assert VerifyWidth.from_env(16) is None
     monkeypatch.setenv("SGLANG_DFLASH_VERIFY_WIDTH", "5")
-    assert VerifyWidth.from_env(16, on_cuda=False).choose([]) == 5
+    assert VerifyWidth.from_env(16).choose([]) == 5
     for bad in ("1", "17", "wide"):
         monkeypatch.setenv("SGLANG_DFLASH_VERIFY_WIDTH", bad)
         with pytest.raises(ValueError, match="SGLANG_DFLASH_VERIFY_WIDTH"):
-            VerifyWidth.from_env(16, on_cuda=False)
+            VerifyWidth.from_env(16)
 
 
 @pytest.mark.slow
