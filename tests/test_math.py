@@ -99,3 +99,20 @@ def test_draft_head_ranges_and_padding():
     w[:60, 0] = -1.0
     hidden = torch.ones(1, 3, 4)
     assert greedy_draft_tokens(hidden, whole._replace(weight=w)).max() < 60
+
+
+def test_host_length_bound_covers_a_step_still_running():
+    """Under the overlap scheduler with a backend that keeps no host lengths (triton on CUDA), the
+    planning lengths are the scheduler's lagging count plus one block: never below the device's
+    true length, which the step still running can raise by at most one block."""
+    from types import SimpleNamespace
+
+    from sglang_dflash.worker import DFlashWorker
+
+    overlap = SimpleNamespace(lookahead=32, block_size=16)
+    reqs = [SimpleNamespace(kv_committed_len=n) for n in (5, 40)]
+    bound = DFlashWorker.host_seq_lens(overlap, SimpleNamespace(seq_lens_cpu=None, reqs=reqs))
+    true_lens = torch.tensor([5 + 16, 40 + 1])  # the running step committed a whole block / one token
+    assert torch.equal(bound, torch.tensor([21, 56])) and bool((bound >= true_lens).all())
+    exact = torch.tensor([7, 9])  # a host mirror, when the backend keeps one, is used as it is
+    assert DFlashWorker.host_seq_lens(overlap, SimpleNamespace(seq_lens_cpu=exact, reqs=reqs)) is exact
