@@ -69,6 +69,11 @@ def _stop_ids(req) -> set:
     return ids
 
 
+def counts_output(sp) -> bool:
+    """Whether a request's penalties read the counts of its output tokens."""
+    return bool(sp.frequency_penalty or sp.presence_penalty or sp.repetition_penalty != 1.0)
+
+
 def emitted_lens(reqs: Sequence, seq_lens: torch.Tensor) -> torch.Tensor:
     """Tokens each request has emitted before this step, [bs] int64, from its device length: the KV
     holds the prompt and every emitted token but the last.  Under the overlap scheduler the host's
@@ -100,14 +105,13 @@ def params_from_requests(reqs: Sequence, vocab_size: int, device, emitted: torch
         logit_bias = logit_bias.to(device, non_blocking=True)
 
     penalties = None
-    if any(sp.frequency_penalty or sp.presence_penalty or sp.repetition_penalty != 1.0 or sp.min_new_tokens
-           for sp in sps):
+    if any(counts_output(sp) or sp.min_new_tokens for sp in sps):
         counts = torch.zeros((bs, vocab_size), dtype=torch.float32)
         stop_mask = torch.zeros((bs, vocab_size), dtype=torch.bool)
         for i, (r, sp) in enumerate(zip(reqs, sps)):
             # Under the overlap scheduler the host's output_ids may miss the previous forward's
             # tokens: the worker adds them on the device (sglang_dflash/pending_output.py).
-            if r.output_ids and (sp.frequency_penalty or sp.presence_penalty or sp.repetition_penalty != 1.0):
+            if r.output_ids and counts_output(sp):
                 counts[i].index_add_(0, torch.tensor(r.output_ids, dtype=torch.int64),
                                      torch.ones(len(r.output_ids)))
             if sp.min_new_tokens:

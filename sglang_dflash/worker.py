@@ -33,7 +33,8 @@ from sglang_dflash.logprobs import fill_verify_logprobs
 from sglang_dflash.pending_output import PendingOutputs
 from sglang_dflash.profiling import PhaseTimer, StepProfiler
 from sglang_dflash.sampling import (
-    emitted_lens, params_from_requests, processed_logits, rejection_accept, target_probs, wrong_accept_for_tests,
+    counts_output, emitted_lens, params_from_requests, processed_logits, rejection_accept, target_probs,
+    wrong_accept_for_tests,
 )
 from sglang_dflash.verification import plan_verify, run_verify
 from sglang_dflash.verify_width import VerifyWidth
@@ -188,7 +189,7 @@ class DFlashWorker(BaseSpecWorker):
         draft context KV, before the scheduler can share them through the radix cache."""
         if self.timer is not None:
             self.timer.idle()
-        launch_lens = [len(r.output_ids) for r in batch.reqs]
+        launch_lens = [len(r.output_ids) for r in batch.reqs] if self.unseen_outputs is not None else None
         result = self.target_worker.forward_batch_generation(batch, capture_hidden_mode=CaptureHiddenMode.FULL)
         features = result.logits_output.hidden_states
         if features is None:
@@ -216,9 +217,8 @@ class DFlashWorker(BaseSpecWorker):
         bs, width = tokens.shape
         params = params_from_requests(reqs, logits.shape[-1], tokens.device, emitted_lens(reqs, seq_lens))
         if self.unseen_outputs is not None and params.penalties is not None:
-            self.unseen_outputs.add_counts(reqs, params.penalties.counts, [
-                bool(r.sampling_params.frequency_penalty or r.sampling_params.presence_penalty
-                     or r.sampling_params.repetition_penalty != 1.0) for r in reqs])
+            self.unseen_outputs.add_counts(reqs, params.penalties.counts,
+                                           [counts_output(r.sampling_params) for r in reqs])
         x = processed_logits(logits.view(bs, width, -1), tokens[:, 1:], params)
         probs = target_probs(x, params)
         # One uniform per acceptance test and one for the emitted token, all independent.
