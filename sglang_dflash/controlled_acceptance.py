@@ -21,6 +21,8 @@ from typing import Optional
 
 import torch
 
+from sglang_dflash.step_commits import StepCommits
+
 logger = logging.getLogger("sglang_dflash")
 
 
@@ -67,8 +69,7 @@ class ControlledAcceptance:
         self.drawn = mean_commit
         self.measured = self.expected = mean_commit  # running means of observed and drawn commits
         self._p_wrong: dict[float, float] = {}
-        # rid -> [output length last seen, commits its pending draws should give (oldest first)]
-        self.seen: dict[str, list] = {}
+        self.commits = StepCommits()  # each step's visible commit beside what its draw should give
         self.table: Optional[torch.Tensor] = None  # [rows, L] continuations on the device, -1 padded
         self.rows: dict[str, int] = {}  # prompt key -> table row
         self.misses = self.steps = 0
@@ -126,11 +127,9 @@ class ControlledAcceptance:
         starts = torch.zeros((bs,), dtype=torch.int64, pin_memory=pin)
         p_wrong = self.p_wrong()
         for i, req in enumerate(reqs):
-            done = len(req.output_ids)
-            st = self.seen.setdefault(req.rid, [done, []])
-            if done > st[0] and st[1]:  # one step's commit became visible: compare with its draw
-                self._observe(done - st[0], st[1].pop(0))
-            st[0] = done
+            seen = self.commits.take(req)
+            if seen is not None:
+                self._observe(*seen)
             rows[i] = self._row(req, drafts.device)
             starts[i] = len(req.origin_input_ids) - 1  # draft j is output token seq_len - prompt + 1 + j
             if rows[i] < 0:
@@ -140,13 +139,12 @@ class ControlledAcceptance:
             while accepted < width and self.rng.random() >= p_wrong:
                 accepted += 1
             cuts[i] = accepted
-            st[1].append(min(accepted, verify_width - 1) + 1)
+            self.commits.push(req, min(accepted, verify_width - 1) + 1)
         self.steps += 1
         if self.steps % 500 == 0:
             logger.warning("BENCHMARK-ONLY controlled acceptance: target %.2f, measured %.2f, drawn %.2f, misses %d",
                            self.mean_commit, self.measured, self.drawn, self.misses)
-            live = {r.rid for r in reqs}
-            self.seen = {k: v for k, v in self.seen.items() if k in live}
+            self.commits.forget_finished(reqs)
         if not self.continuations:
             return drafts
         dev = drafts.device

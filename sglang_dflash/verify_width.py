@@ -24,9 +24,13 @@ down.  The draft still proposes the whole block (its cost does not depend on W).
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
 from typing import Iterable, Optional
+
+from sglang_dflash.step_commits import StepCommits
+
+logger = logging.getLogger("sglang_dflash")
 
 WIDTH_ENV = "SGLANG_DFLASH_VERIFY_WIDTH"  # "auto", "full" (default) or a fixed width
 KNEE_ENV = "SGLANG_DFLASH_VERIFY_KNEE"  # tokens at which the verify turns compute-bound
@@ -56,42 +60,42 @@ def choose_width(qs: Iterable[float], block_size: int, knee: int, draft_cost: fl
     return best
 
 
-@dataclass
 class AcceptanceTracker:
-    """Per-request per-draft acceptance rate from what the scheduler committed (host only: the
-    growth of each request's output between steps, never a device read).
+    """Per-request per-draft acceptance rate from what the scheduler committed (host only,
+    ``StepCommits``: the growth of each request's output, paired with the width its step used).
 
     A step that verified W positions and committed c tokens accepted c-1 drafts; it also saw a
     rejection unless c == W (then the run was cut by the width, not by the draft: censored).
     The rate is the decayed ratio accepted / (accepted + rejections): the censoring-aware
-    estimate for geometric runs.  Widths wait in a queue until their step's commit shows up,
-    which under overlapped scheduling is a step later."""
+    estimate for geometric runs."""
 
-    decay: float = 0.8
-    state: dict = field(default_factory=dict)  # rid -> [outputs seen, widths pending, accepted, rejected]
+    def __init__(self, decay: float = 0.8) -> None:
+        self.decay = decay
+        self.commits = StepCommits()
+        self.counts: dict = {}  # rid -> [decayed accepted drafts, decayed rejections]
 
     def rates(self, reqs) -> list[float]:
         """Takes in each request's commits since its last look; its current rate, batch order."""
         out = []
         for req in reqs:
-            done = len(req.output_ids)
-            st = self.state.setdefault(req.rid, [done, [], 0.0, 0.0])
-            if done > st[0] and st[1]:
-                width, committed = st[1].pop(0), done - st[0]
-                st[2] = self.decay * st[2] + min(committed, width) - 1
-                st[3] = self.decay * st[3] + (0 if committed >= width else 1)
-            st[0] = done
-            seen = st[2] + st[3]
-            out.append(PRIOR_Q if seen == 0 else st[2] / seen)
+            st = self.counts.setdefault(req.rid, [0.0, 0.0])
+            seen = self.commits.take(req)
+            if seen is not None:
+                committed, width = seen
+                st[0] = self.decay * st[0] + min(committed, width) - 1
+                st[1] = self.decay * st[1] + (0 if committed >= width else 1)
+            total = st[0] + st[1]
+            out.append(PRIOR_Q if total == 0 else st[0] / total)
         return out
 
     def record(self, reqs, width: int) -> None:
         for req in reqs:
-            self.state[req.rid][1].append(width)
+            self.commits.push(req, width)
 
     def forget_finished(self, reqs) -> None:
+        self.commits.forget_finished(reqs)
         live = {r.rid for r in reqs}
-        self.state = {k: v for k, v in self.state.items() if k in live}
+        self.counts = {k: v for k, v in self.counts.items() if k in live}
 
 
 class VerifyWidth:
@@ -100,13 +104,15 @@ class VerifyWidth:
     is opt-in until a GPU run has measured it: narrower blocks run the verify eagerly (its CUDA
     graphs hold the full width), and whether that wins at 32 requests is the open measurement."""
 
-    def __init__(self, block_size: int, mode: str, knee: int) -> None:
-        self.block_size, self.mode, self.knee = block_size, mode, knee
+    def __init__(self, block_size: int, mode: str, knee: int, log: bool = True) -> None:
+        self.block_size, self.mode, self.knee, self.log = block_size, mode, knee, log
         self.tracker = AcceptanceTracker()
         self.steps = 0
+        self.width_sum = self.width_steps = 0  # for the periodic log line
+        self.narrowed = False
 
     @classmethod
-    def from_env(cls, block_size: int) -> Optional["VerifyWidth"]:
+    def from_env(cls, block_size: int, log: bool = True) -> Optional["VerifyWidth"]:
         mode = os.environ.get(WIDTH_ENV, "full").strip().lower()
         if mode == "full":
             return None
@@ -117,7 +123,7 @@ class VerifyWidth:
                 raise ValueError(f"{WIDTH_ENV}={mode!r}: expected 'auto', 'full' or a width") from None
             if not 2 <= width <= block_size:
                 raise ValueError(f"{WIDTH_ENV}={width}: a fixed width must lie in [2, {block_size}]")
-        return cls(block_size, mode, int(os.environ.get(KNEE_ENV, DEFAULT_KNEE)))
+        return cls(block_size, mode, int(os.environ.get(KNEE_ENV, DEFAULT_KNEE)), log)
 
     def choose(self, reqs) -> int:
         rates = self.tracker.rates(reqs)
@@ -126,4 +132,17 @@ class VerifyWidth:
         self.steps += 1
         if self.steps % 512 == 0:
             self.tracker.forget_finished(reqs)
+        if self.log:
+            self._log(width, len(reqs))
         return width
+
+    def _log(self, width: int, bs: int) -> None:
+        if width < self.block_size and not self.narrowed:
+            logger.info("sglang-dflash verify width: first narrowed block, %d of %d positions for a batch of %d (%s)",
+                        width, self.block_size, bs, self.mode)
+        self.narrowed |= width < self.block_size
+        self.width_sum, self.width_steps = self.width_sum + width, self.width_steps + 1
+        if self.width_steps == 200:
+            logger.info("sglang-dflash verify width: mean %.2f of %d over the last 200 steps (%s)",
+                        self.width_sum / 200, self.block_size, self.mode)
+            self.width_sum = self.width_steps = 0

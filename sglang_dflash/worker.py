@@ -109,9 +109,7 @@ class DFlashWorker(BaseSpecWorker):
         self.timer = PhaseTimer.from_env(self.device)
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
-        self.verify_width = VerifyWidth.from_env(self.block_size)
-        self.width_sum = self.width_steps = 0
-        self.narrowed = False
+        self.verify_width = VerifyWidth.from_env(self.block_size, log=ps.tp_rank == 0)
         if self.tp_rank == 0:
             logger.info(
                 "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
@@ -225,21 +223,6 @@ class DFlashWorker(BaseSpecWorker):
         u = torch.rand((bs, width), device=tokens.device)
         return self.sample_accept(tokens, probs, u)
 
-    def _verify_width(self, reqs) -> int:
-        if self.verify_width is None:
-            return self.block_size
-        width = self.verify_width.choose(reqs)
-        if width < self.block_size and not self.narrowed and self.tp_rank == 0:
-            logger.info("sglang-dflash verify width: first narrowed block, %d of %d positions for a batch of %d (%s)",
-                        width, self.block_size, len(reqs), self.verify_width.mode)
-        self.narrowed |= width < self.block_size
-        self.width_sum, self.width_steps = self.width_sum + width, self.width_steps + 1
-        if self.width_steps == 200 and self.tp_rank == 0:
-            logger.info("sglang-dflash verify width: mean %.2f of %d over the last 200 steps (%s)",
-                        self.width_sum / 200, self.block_size, self.verify_width.mode)
-            self.width_sum = self.width_steps = 0
-        return width
-
     def host_seq_lens(self, batch) -> torch.Tensor:
         """Committed lengths on the host for attention planning.  Under the overlap scheduler SGLang
         mirrors them to the host only for backends that ask (torch_native does, triton does not);
@@ -262,7 +245,7 @@ class DFlashWorker(BaseSpecWorker):
             self.cfg.mask_token_id, self.block_size,
         )
         self._mark("prepare")
-        width = self._verify_width(batch.reqs)
+        width = self.block_size if self.verify_width is None else self.verify_width.choose(batch.reqs)
         host_lens = self.host_seq_lens(batch)
         hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, host_lens)
         if width < self.block_size:  # the target verifies the block's first `width` positions
