@@ -4,6 +4,8 @@
   (a) plain decoding, (b) SGLang's built-in DFLASH (SGLANG_DFLASH_IMPL=builtin), (c) our DFLASH,
   (d) optionally our DFLASH with controlled acceptance (--accept 8.59; benchmark-only mode),
   and `ours-sglang-attention` (ours with SGLang's extend kernel for the block attention).
+  A mode may name variants after '+': `ours-controlled+nooverlap` (SGLang's non-overlapped
+  scheduler), `ours-controlled+auto` (load-adaptive verify width).
 
 For every concurrency it reports the plain step time, the
 speculative cycle time (draft + verify + bookkeeping) and cycle/step, tokens per cycle and decode
@@ -32,12 +34,16 @@ from datetime import datetime
 
 import requests
 
-PORT = 30000
 MODE_ENV = {  # modes other than plain / ours / ours-controlled, as environment switches
     "builtin": {"SGLANG_DFLASH_IMPL": "builtin"},
     "ours-sglang-attention": {"SGLANG_DFLASH_BLOCK_ATTENTION": "sglang"},  # SGLang's extend kernel in blocks
 }
-URL = f"http://127.0.0.1:{PORT}"
+# A mode may carry variants after '+', e.g. ours-controlled+nooverlap: (server args, environment).
+VARIANTS = {
+    "nooverlap": (["--disable-overlap-schedule"], {}),
+    "auto": ([], {"SGLANG_DFLASH_VERIFY_WIDTH": "auto"}),  # load-adaptive verify width
+}
+URL = "http://127.0.0.1:30000"  # --port sets it
 
 
 def log(msg: str) -> None:
@@ -47,7 +53,7 @@ def log(msg: str) -> None:
 def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], tp: int = 1) -> list[str]:
     max_bs = max(concs)
     args = ["--model-path", os.path.join(cfg_dir, "gemma-4-31B-it"), "--load-format", "dummy",
-            "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(PORT),
+            "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", URL.rsplit(":", 1)[1],
             "--attention-backend", "triton", "--sampling-backend", "pytorch", "--grammar-backend", "none",
             "--cuda-graph-backend-prefill", "disabled",
             "--cuda-graph-bs-decode", *map(str, sorted(set(concs))),  # graphs for the measured sizes only
@@ -195,26 +201,32 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--modes", default="plain,builtin,ours",
-                    help="in run order; ours-controlled (needs --accept) runs last unless placed")
+                    help="in run order; ours-controlled (needs --accept) runs last unless placed; "
+                         f"variants after '+': {', '.join(VARIANTS)} (e.g. ours-controlled+nooverlap)")
+    ap.add_argument("--port", type=int, default=30000)
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
     ap.add_argument("--tp", type=int, default=1, help="--tp-size of every server (2: two GPUs)")
     ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
-                    help="environment of every ours* server, e.g. SGLANG_DFLASH_OVERLAP=1 or "
-                         "SGLANG_DFLASH_VERIFY_WIDTH=auto (repeatable)")
+                    help="environment of every ours* server, e.g. SGLANG_DFLASH_VERIFY_KNEE=256 (repeatable)")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--continuations", default=None,
                     help="recorded plain continuations to replay (default: OUT/continuations.json from this run's plain mode)")
     a = ap.parse_args()
+    global URL
+    URL = f"http://127.0.0.1:{a.port}"
     concs = [int(c) for c in a.concurrency.split(",")]
     pool = prompts(max(max(concs), 4))
     base_env = dict(os.environ, SGLANG_SWA_EVICTION_INTERVAL=os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8"))
     conts_path = a.continuations or os.path.join(a.out, "continuations.json")
     runs = [m for m in a.modes.split(",") if m]
-    if a.accept is not None and "ours-controlled" not in runs:
+    for m in runs:
+        if any(v not in VARIANTS for v in m.split("+")[1:]):
+            ap.error(f"mode {m}: variants are {', '.join(VARIANTS)}")
+    if a.accept is not None and not any(m.startswith("ours-controlled") for m in runs):
         runs.append("ours-controlled")
-    if "ours-controlled" in runs and a.accept is None:
+    if any(m.startswith("ours-controlled") for m in runs) and a.accept is None:
         ap.error("mode ours-controlled needs --accept")
     results: dict = {"card": None, "command": " ".join(sys.argv), "runs": {}}
     try:
@@ -224,36 +236,52 @@ def main() -> None:
     except Exception:  # noqa: BLE001 - the card name is informative only
         pass
     for mode in runs:
-        env = dict(base_env, **MODE_ENV.get(mode, {}))
+        base, *variants = mode.split("+")
+        env = dict(base_env, **MODE_ENV.get(base, {}))
+        extra = []
+        for v in variants:
+            extra += VARIANTS[v][0]
+            env.update(VARIANTS[v][1])
         if mode.startswith("ours"):
             env.update(kv.split("=", 1) for kv in a.ours_env)
             env["SGLANG_DFLASH_PROFILE"] = "1"
             if a.torch_profile:
                 env["SGLANG_DFLASH_TORCH_PROFILE"] = os.path.join(a.out, f"profile_{mode}")
-        if mode == "ours-controlled":
+        if base == "ours-controlled":
             env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
-        log_path = os.path.join(a.out, f"server_{mode}.log")
+        log_path = os.path.join(a.out, f"server_{mode.replace('+', '_')}.log")
         log(f"=== {mode}")
-        proc = start(server_args(a.configs, "plain" if mode == "plain" else "dflash", a.draft_backend, concs, a.tp),
-                     env, log_path)
-        try:
-            if mode == "plain" and not a.continuations:  # the target's own greedy continuations
-                with ThreadPoolExecutor(max(concs)) as ex:
-                    outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
-                json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
-            rows = measure(concs, a.new_tokens, pool)
-            if mode.startswith("ours"):
-                time.sleep(2)
-                for r in rows:
-                    r["phases_ms"] = phases(log_path, r["t_start"], r["t_end"])
+        try:  # a mode that fails is reported and the others still run
+            rows = run_mode(a, mode, base, extra, env, log_path, concs, pool, conts_path)
             results["runs"][mode] = rows
-        finally:
-            stop(proc)
+        except Exception as e:  # noqa: BLE001
+            log(f"{mode} FAILED: {e}")
+            results.setdefault("errors", {})[mode] = str(e)[-3000:]
         with open(os.path.join(a.out, "bench_gemma.json"), "w") as f:  # partial results survive a time-out
             json.dump(results, f, indent=1)
     summarize(results, concs)
     with open(os.path.join(a.out, "bench_gemma.json"), "w") as f:
         json.dump(results, f, indent=1)
+    if results.get("errors"):
+        sys.exit(1)
+
+
+def run_mode(a, mode: str, base: str, extra: list[str], env: dict, log_path: str, concs: list[int],
+             pool: list[list[int]], conts_path: str) -> list[dict]:
+    proc = start(server_args(a.configs, base, a.draft_backend, concs, a.tp) + extra, env, log_path)
+    try:
+        if mode == "plain" and not a.continuations:  # the target's own greedy continuations
+            with ThreadPoolExecutor(max(concs)) as ex:
+                outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
+            json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
+        rows = measure(concs, a.new_tokens, pool)
+        if mode.startswith("ours"):
+            time.sleep(2)
+            for r in rows:
+                r["phases_ms"] = phases(log_path, r["t_start"], r["t_end"])
+        return rows
+    finally:
+        stop(proc)
 
 
 def summarize(results: dict, concs: list[int]) -> None:

@@ -1,45 +1,57 @@
 #!/bin/bash
-# Every GPU-machine check in one call, spread over the visible GPUs; logs and JSON under $OUT.
-#   GPU 0: the side-by-side benchmark (plain, SGLang's built-in DFLASH, ours with controlled
-#          acceptance 8.59) at gemma-4-31B-it shapes, concurrency 1, 8, 32.
-#   others: the GPU tests (tiny pairs: lossless with CUDA graphs under both schedulers, partial
-#          verify, sampling law, kernels) and the soak at gemma-4-31B-it shapes, 32 concurrent.
-# With one GPU everything runs there one after the other (longer than one 10-minute call).
-#   usage: . .devbundle/setup.sh && pip install -e . && bash scripts/gpu_all.sh [bench_seconds]
+# Every GPU-machine check in one go, spread over the visible GPUs; logs and JSON under $GPU_ALL_DIR
+# (default /tmp/gpu_all), DONE written there at the end.  Long (about 17 minutes on 4 GPUs), so on
+# the device machine it runs detached and later calls collect it:
+#   . .devbundle/setup.sh && pip install -e . && setsid nohup bash scripts/gpu_all.sh > /tmp/gpu_all.out 2>&1 &
+# With 4 GPUs:
+#   GPU 0: the side-by-side benchmark at gemma-4-31B-it shapes, concurrency 1, 8, 32: plain, ours
+#          (controlled acceptance 8.59; overlap scheduler), ours non-overlapped, SGLang's built-in
+#          DFLASH, ours with the load-adaptive verify width.
+#   GPU 1: the tiny-pair lossless tests with CUDA graphs (both schedulers, partial verify), then the
+#          soak (gemma-4-31B-it layer shapes, 12 layers, float32, 32 concurrent), then the kernels.
+#   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
+#          benchmark with --tp 2.
+# With fewer GPUs everything runs on GPU 0 one after the other.
 set -u
-OUT=${OUT:-/tmp/gpu_all}
-BENCH_S=${1:-560}
-mkdir -p "$OUT"
+D=${GPU_ALL_DIR:-/tmp/gpu_all}
+BENCH_S=${BENCH_S:-1000}
+rm -rf "$D"; mkdir -p "$D"
 NGPU=$(nvidia-smi -L | wc -l)
-nvidia-smi > "$OUT/nvidia-smi.txt"
+nvidia-smi > "$D/nvidia-smi.txt"
+export PYTHONUNBUFFERED=1
+# Build the tiny models once, before parallel jobs would race on the same directory.
+python -c "import sys; sys.path.insert(0, 'tests'); from markov_model import markov_model; markov_model(checks=False)" \
+  > "$D/models.log" 2>&1
 
-bench() {
-  CUDA_VISIBLE_DEVICES=0 timeout "$BENCH_S" python scripts/bench_gemma.py --configs .devbundle/configs \
-    --concurrency 1,8,32 --new-tokens 384 --modes plain,ours-controlled,builtin --accept 8.59 --out "$OUT" \
-    > "$OUT/bench.log" 2>&1
-  echo "bench rc $?" >> "$OUT/bench.log"
+bench() {  # $1: GPUs, $2: out dir, $3: port, $4: modes, $5: extra args
+  mkdir -p "$2"
+  CUDA_VISIBLE_DEVICES=$1 timeout "$BENCH_S" python scripts/bench_gemma.py --configs .devbundle/configs \
+    --concurrency 1,8,32 --new-tokens 256 --modes "$4" --accept 8.59 --port "$3" --out "$2" $5 > "$2/bench.log" 2>&1
+  echo "bench rc $?" >> "$2/bench.log"
 }
-tests() {  # $1: GPU, $2: pytest -k expression, $3: log name, $4: seconds
+tests() {  # $1: GPUs, $2: pytest -k expression, $3: log name, $4: seconds
   CUDA_VISIBLE_DEVICES=$1 timeout "$4" python -m pytest -q -p no:cacheprovider -rA tests/test_gpu.py tests/test_kernels.py \
-    -k "$2" > "$OUT/$3.log" 2>&1
-  echo "$3 rc $?" >> "$OUT/$3.log"
+    -k "$2" > "$D/$3.log" 2>&1
+  echo "$3 rc $?" >> "$D/$3.log"
 }
 soak() {  # $1: GPU, $2: workload seconds, $3: seconds in all
-  CUDA_VISIBLE_DEVICES=$1 timeout "$3" python scripts/soak.py --device cuda --configs .devbundle/configs \
-    --concurrency 32 --duration "$2" --context-length 2048 --out "$OUT/soak" > "$OUT/soak.log" 2>&1
-  echo "soak rc $?" >> "$OUT/soak.log"
+  CUDA_VISIBLE_DEVICES=$1 timeout "$3" python scripts/soak.py --device cuda --configs .devbundle/configs --layers 12 \
+    --dtype float32 --concurrency 32 --duration "$2" --context-length 2048 --out "$D/soak" > "$D/soak.log" 2>&1
+  echo "soak rc $?" >> "$D/soak.log"
 }
+MODES=plain,ours-controlled,ours-controlled+nooverlap,builtin,ours-controlled+auto
 
 if [ "$NGPU" -ge 4 ]; then
-  soak 1 150 "$BENCH_S" &
-  tests 2 "equals_plain" tests_lossless "$BENCH_S" &
-  tests 3 "not equals_plain" tests_other "$BENCH_S" &
-  bench
-elif [ "$NGPU" -ge 2 ]; then
-  (tests 1 "" tests_all 330; soak 1 60 $((BENCH_S - 340))) &
-  bench
+  bench 0 "$D/bench" 30000 "$MODES" "" &
+  (tests 1 "equals_plain and not tp2" tests_lossless 480; soak 1 150 540; tests 1 "kernel" tests_kernels 120) &
+  (tests 2,3 "tp2" tests_tp2 360; tests 2 "sampling" tests_sampling 420
+   bench 2,3 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2") &
 else
-  bench; tests 0 "" tests_all 600; soak 0 120 600
+  tests 0 "equals_plain and not tp2" tests_lossless 480
+  bench 0 "$D/bench" 30000 "$MODES" ""
+  tests 0 "sampling or kernel" tests_other 400
+  soak 0 150 540
 fi
 wait
-tail -n 3 "$OUT"/*.log
+tail -n 3 "$D"/*.log "$D"/*/bench.log > "$D/summary.txt" 2>&1
+touch "$D/DONE"

@@ -64,6 +64,31 @@ def gpu_args(model: str, port: int, context: int, max_total: Optional[int], conc
     return args + (["--max-total-tokens", str(max_total)] if max_total else [])
 
 
+def fewer_layers(configs: str, layers: int, out: str) -> str:
+    """gemma-4-31B-it and its draft with the target cut to its first ``layers`` layers: every
+    layer keeps its real shapes (sliding/global pattern, head dims, vocabulary), and the draft's
+    target layer ids are scaled onto the shorter stack.  Lets a GPU soak run in float32, where
+    greedy DFLASH must equal plain decoding token for token (bfloat16 rounding differs between a
+    16-token verify and a 1-token decode, and random dummy weights leave argmax margins tiny)."""
+    dst = os.path.join(out, f"configs_{layers}_layers")
+    for name in ("gemma-4-31B-it", "gemma-4-31B-it-DFlash"):
+        os.makedirs(os.path.join(dst, name), exist_ok=True)
+        with open(os.path.join(configs, name, "config.json")) as f:
+            cfg = json.load(f)
+        if name.endswith("DFlash"):
+            old = cfg["num_target_layers"]
+            ids = cfg["dflash_config"]["target_layer_ids"]
+            cfg["dflash_config"]["target_layer_ids"] = sorted({min(layers - 1, round(i * layers / old)) for i in ids})
+            cfg["num_target_layers"] = layers
+        else:
+            text = cfg.get("text_config", cfg)
+            text["num_hidden_layers"] = layers
+            text["layer_types"] = text["layer_types"][:layers]
+        with open(os.path.join(dst, name, "config.json"), "w") as f:
+            json.dump(cfg, f, indent=1)
+    return dst
+
+
 def server_plan(a) -> tuple[list[str], list[str], dict, bool]:
     """(plain args, DFLASH args, env, has_tokenizer) for the chosen device."""
     if a.device == "cpu":
@@ -76,11 +101,16 @@ def server_plan(a) -> tuple[list[str], list[str], dict, bool]:
         spec = ["--speculative-draft-model-path", os.path.join(models, draft)]
         has_tok = True
     else:
+        if a.layers:
+            a.configs = fewer_layers(a.configs, a.layers, a.out)
         target = os.path.join(a.configs, "gemma-4-31B-it")
         base = lambda port: gpu_args(target, port, a.context_length, a.max_total_tokens, a.concurrency, a.dtype)  # noqa: E731
         spec = ["--speculative-draft-model-path", os.path.join(a.configs, "gemma-4-31B-it-DFlash"),
                 "--speculative-draft-load-format", "dummy", "--speculative-draft-attention-backend", a.draft_backend]
         env = {"SGLANG_SWA_EVICTION_INTERVAL": os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8")}
+        if a.dtype == "float32":  # SGLang's CUDA norm/activation kernels have no float32 build
+            env.update(SGLANG_DFLASH_TEST_NATIVE_OPS="1",
+                       PYTHONPATH=os.path.join(ROOT, "tests", "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", ""))
         has_tok = False
     spec = ["--speculative-algorithm", "DFLASH", "--speculative-num-draft-tokens", str(a.block)] + spec
     return base(free_port()), base(free_port()) + spec, env, has_tok
@@ -424,6 +454,8 @@ def main() -> int:
     ap.add_argument("--pair", default="pi", help="CPU: 'pi' (pi target + oracle draft), 'qwen3' or 'gemma4'")
     ap.add_argument("--configs", default="/work/shared/design/configs", help="GPU: gemma-4-31B-it(-DFlash) configs")
     ap.add_argument("--dtype", default="bfloat16", help="GPU dtype")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="GPU: keep only the target's first N layers (real shapes; for a float32 soak)")
     ap.add_argument("--draft-backend", default="triton")
     ap.add_argument("--block", type=int, default=16)
     ap.add_argument("--context-length", type=int, default=1024)
@@ -443,7 +475,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.max_total_tokens is None and a.device == "cpu":
         a.max_total_tokens = 1024  # a few long requests at once fill it: SGLang retracts some
-    out = a.out or os.environ.get("OUT") or "/tmp"
+    out = a.out = a.out or os.environ.get("OUT") or "/tmp"
     os.makedirs(out, exist_ok=True)
     plain_args, dflash_args, env, has_tok = server_plan(a)
     vocab = 2048 if a.device == "cpu" else 262144

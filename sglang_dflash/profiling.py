@@ -1,7 +1,7 @@
 """Per-phase timing of our decode step, for benchmarks (SGLANG_DFLASH_PROFILE=1).
 
-On a GPU the phases are bracketed with CUDA events (no extra host sync: a step's events are read
-one step later, after the scheduler's own sync).  Every ``every`` steps one log line gives the
+On a GPU the phases are bracketed with CUDA events, read only once the device has passed a step's
+last one (no host sync: under the overlap scheduler the step just launched may still be running).  Every ``every`` steps one log line gives the
 mean milliseconds over those steps per phase, the whole step on the device, and the cycle: host wall time from
 one step's start to the next one's (so cycle - step = scheduler and host time not hidden).
 """
@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Optional
 
 import torch
@@ -72,7 +72,7 @@ class PhaseTimer:
         self.every = every
         self.sums: dict[str, float] = defaultdict(float)
         self.steps = 0
-        self.pending: list[tuple[str, object]] = []
+        self.pending: deque[list[tuple[str, object]]] = deque()  # launched steps, oldest first
         self.current: list[tuple[str, object]] = []
         self.last_start: Optional[float] = None
         self.cycle_sum = 0.0
@@ -101,17 +101,19 @@ class PhaseTimer:
         self.current.append((phase, self._stamp()))
 
     def end(self) -> None:
-        self._resolve()
-        self.pending, self.current = self.current, []
+        self.pending.append(self.current)
+        self.current = []
+        while self.pending and self._done(self.pending[0]):
+            self._resolve(self.pending.popleft())
+
+    def _done(self, stamps: list[tuple[str, object]]) -> bool:
+        return not self.cuda or stamps[-1][1].query()
 
     def idle(self) -> None:
         """A step that is not a decode step breaks the cycle measurement."""
         self.last_start = None
 
-    def _resolve(self) -> None:
-        if not self.pending:
-            return
-        stamps = self.pending
+    def _resolve(self, stamps: list[tuple[str, object]]) -> None:
         for (_, a), (name, b) in zip(stamps, stamps[1:]):
             self.sums[name] += a.elapsed_time(b) if self.cuda else (b - a) * 1e3
         total = stamps[0][1].elapsed_time(stamps[-1][1]) if self.cuda else (stamps[-1][1] - stamps[0][1]) * 1e3

@@ -24,15 +24,14 @@ FP32_ENV = {"SGLANG_DFLASH_TEST_NATIVE_OPS": "1",
             "PYTHONPATH": os.path.join(os.path.dirname(__file__), "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def run(models, target, draft, log_path, scheduler=None, env=None):
+def run(models, target, draft, log_path, scheduler=None, env=None, extra=()):
     """Plain decoding, or DFLASH under ``scheduler`` (tests/helpers.py SCHEDULERS)."""
-    args = gpu_server_args(os.path.join(models, target), free_port())
+    args = gpu_server_args(os.path.join(models, target), free_port()) + list(extra)
     if scheduler:
         args += dflash_args(os.path.join(models, draft)) + ["--speculative-draft-attention-backend", "triton"]
         args += SCHEDULERS[scheduler]
     ids = prompts(8)
-    overlap = {"SGLANG_DFLASH_OVERLAP": "1"} if scheduler == "overlap" else {}  # opt-in on CUDA
-    with server(args, log_path, env={**FP32_ENV, **overlap, **(env or {})}) as srv:
+    with server(args, log_path, env={**FP32_ENV, **(env or {})}) as srv:
         if scheduler:
             check_scheduler(requests.get(srv.url + "/get_server_info", timeout=30).json(), scheduler)
         single = [generate(srv.url, p)["output_ids"] for p in ids]
@@ -42,11 +41,21 @@ def run(models, target, draft, log_path, scheduler=None, env=None):
     return single, [o["output_ids"] for o in batch], [o["meta_info"] for o in batch], logprobs, log
 
 
+_PLAIN: dict = {}
+
+
+def plain(models, target, tmp_path):
+    """Plain decoding's outputs for ``target`` (one plain server per target for the module)."""
+    if target not in _PLAIN:
+        _PLAIN[target] = run(models, target, None, tmp_path / "plain.log")
+    return _PLAIN[target]
+
+
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))
 @pytest.mark.parametrize("target,draft", PAIRS)
 def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, scheduler, tmp_path):
     models = tiny_models(checks=False)  # the GPU machine's transformers is newer than the CPU env's
-    p_single, p_batch, _, p_lp, _ = run(models, target, draft, tmp_path / "plain.log")
+    p_single, p_batch, _, p_lp, _ = plain(models, target, tmp_path)
     s_single, s_batch, meta, s_lp, log = run(models, target, draft, tmp_path / "dflash.log", scheduler)
     assert "DFLASH implementation: sglang-dflash" in log
     assert s_single == p_single
@@ -69,12 +78,30 @@ def test_gpu_partial_verify_equals_plain(tmp_path):
     tokens the batch of 8 verifies only part of each block, through the eager verify (graphs hold
     the full width); single requests keep the whole block.  Outputs equal plain decoding."""
     models = tiny_models(checks=False)
-    p_single, p_batch, _, _, _ = run(models, "gemma4", None, tmp_path / "plain.log")
+    p_single, p_batch, _, _, _ = plain(models, "gemma4", tmp_path)
     env = {"SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24"}
     s_single, s_batch, _, _, log = run(models, "gemma4", "gemma4-dflash", tmp_path / "dflash.log", "overlap", env=env)
     assert "first narrowed block" in log, log[-3000:]
     assert s_single == p_single
     assert s_batch == p_batch
+
+
+@pytest.mark.parametrize("target,draft", PAIRS)
+def test_gpu_tp2_dflash_equals_plain_tp1(target, draft, tmp_path):
+    """Issue 8 on two GPUs: our DFLASH with --tp-size 2 (sharded draft, vocabulary-sharded greedy
+    draft head, CUDA graphs, overlap scheduler) gives plain --tp-size 1 decoding's greedy output."""
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    models = tiny_models(checks=False)
+    p_single, p_batch, _, _, _ = plain(models, target, tmp_path)
+    s_single, s_batch, meta, _, log = run(models, target, draft, tmp_path / "dflash_tp2.log", "overlap",
+                                          extra=["--tp-size", "2"])
+    assert "sglang-dflash worker ready" in log
+    assert s_single == p_single
+    assert s_batch == p_batch
+    assert all(m["spec_verify_ct"] >= 1 for m in meta)
 
 
 def sample_over_http(url, n):

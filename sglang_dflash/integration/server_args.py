@@ -27,10 +27,6 @@ GPU_DRAFT_BACKENDS = ("fa4", "triton", "fa3", "flashinfer")
 CPU_DRAFT_BACKENDS = ("torch_native",)
 # Test-only: keep the overlap scheduler on a CPU (see handle_dflash_server_args).
 CPU_OVERLAP_ENV = "SGLANG_DFLASH_TEST_CPU_OVERLAP"
-# "1": overlap scheduling on CUDA.  Opt-in until a GPU run has validated it: the one GPU run so far
-# (2026-11-27) crashed at the first decode (no host mirror of the lengths under the triton
-# backend), fixed since (DFlashWorker.host_seq_lens) but not rerun there.
-CUDA_OVERLAP_ENV = "SGLANG_DFLASH_OVERLAP"
 
 
 class DFlashArgError(ValueError):
@@ -162,10 +158,6 @@ def handle_dflash_server_args(server_args) -> None:
         server_args.disable_overlap_schedule = True
         logger.warning("DFLASH (sglang-dflash) on CPU: overlap scheduling is off (SGLang has no speculative "
                        "overlap on CPU)")
-    if device != "cpu" and not server_args.disable_overlap_schedule and os.environ.get(CUDA_OVERLAP_ENV) != "1":
-        server_args.disable_overlap_schedule = True
-        logger.warning("DFLASH (sglang-dflash) on CUDA: the non-overlapped scheduler (overlap is opt-in until "
-                       "validated on a GPU: %s=1)", CUDA_OVERLAP_ENV)
     if server_args.max_running_requests is None:
         server_args.max_running_requests = 48
     if server_args.enable_mixed_chunk:
