@@ -107,9 +107,8 @@ def generate(ids: list[int], new: int) -> dict:
     return r.json()
 
 
-def streamed_generate(ids: list[int], new: int) -> tuple[dict, list[tuple[float, int, int]]]:
-    """Streams one request: its final output and, per streamed chunk, (time, tokens so far,
-    verify cycles so far; plain decoding: decode steps so far)."""
+def streamed_generate(ids: list[int], new: int) -> tuple[dict, list[tuple[float, int]]]:
+    """Streams one request: its final output and, per streamed chunk, (time, tokens so far)."""
     body = {"input_ids": ids, "stream": True,
             "sampling_params": {"max_new_tokens": new, "temperature": 0, "ignore_eos": True}}
     out, marks = None, []
@@ -119,35 +118,43 @@ def streamed_generate(ids: list[int], new: int) -> tuple[dict, list[tuple[float,
             if not line.startswith(b"data: ") or line == b"data: [DONE]":
                 continue
             out = json.loads(line[6:])
-            meta = out["meta_info"]
-            toks = meta["completion_tokens"]
-            marks.append((time.time(), toks, meta.get("spec_verify_ct") or toks - 1))
+            marks.append((time.time(), out["meta_info"]["completion_tokens"]))
     return out, marks
 
 
-def at(marks: list[tuple[float, int, int]], t: float) -> tuple[int, int]:
-    """(tokens, cycles) streamed by time t."""
-    last = (0, 0)
-    for when, toks, cycles in marks:
+def tokens_per_cycle(out: dict) -> float:
+    """A request's decode tokens per cycle: SGLang reports its verify count only in the final
+    chunk, so the window's cycles are its tokens over this (prefill's first token excluded)."""
+    meta = out["meta_info"]
+    cycles = meta.get("spec_verify_ct") or 0
+    return (meta["completion_tokens"] - 1) / cycles if cycles else 1.0
+
+
+def at(marks: list[tuple[float, int]], t: float) -> int:
+    """Tokens streamed by time t."""
+    last = 0
+    for when, toks in marks:
         if when > t:
             break
-        last = (toks, cycles)
+        last = toks
     return last
 
 
-def steady_state(timelines: list[list[tuple[float, int, int]]], concurrent: bool) -> dict:
+def steady_state(runs: list[tuple[dict, list[tuple[float, int]]]], concurrent: bool) -> dict:
     """Decode-only figures over the window in which every request of the round is decoding
     (after the last first token, before the first last token), so prefills, queueing and
     ragged ends stay out.  Sequential requests (concurrency 1) are windowed one by one."""
+    timelines = [m for _, m in runs]
     windows = ([(max(m[0][0] for m in timelines), min(m[-1][0] for m in timelines))] * len(timelines)
                if concurrent else [(m[0][0], m[-1][0]) for m in timelines])
-    toks = cycles = 0
+    toks = cycles = 0.0
     rate = cycle_s = 0.0
-    for marks, (a, b) in zip(timelines, windows):
-        (t0, c0), (t1, c1) = at(marks, a), at(marks, b)
-        toks, cycles = toks + t1 - t0, cycles + c1 - c0
-        rate += (t1 - t0) / (b - a)
-        cycle_s += (b - a) / max(c1 - c0, 1)
+    for (out, marks), (a, b) in zip(runs, windows):
+        n_tok = at(marks, b) - at(marks, a)
+        n_cyc = n_tok / tokens_per_cycle(out)
+        toks, cycles = toks + n_tok, cycles + n_cyc
+        rate += n_tok / (b - a)
+        cycle_s += (b - a) / max(n_cyc, 1)
     n = len(timelines)
     return dict(window_s=round(windows[0][1] - windows[0][0], 3), window_cycles=round(cycles / n, 1),
                 decode_tok_s=round(rate if concurrent else rate / n, 1), accept_len=round(toks / max(cycles, 1), 3),
@@ -158,7 +165,10 @@ def measure(concs: list[int], new: int, pool: list[list[int]]) -> list[dict]:
     """Per concurrency: wall-clock output tok/s (prefill included), and the steady-state decode
     figures (steady_state): cycle (or plain step) time, tokens per cycle, decode tok/s."""
     rows = []
-    generate(pool[0], 32)  # warm-up
+    # Warm-up: every prompt once at the largest concurrency (graphs, allocator, and controlled
+    # acceptance's controller, which needs some hundred steps to settle on its target).
+    with ThreadPoolExecutor(max(concs)) as ex:
+        list(ex.map(lambda p: generate(p, new), pool))
     for c in concs:
         n = max(c, 2)
         t = time.time()
@@ -167,7 +177,7 @@ def measure(concs: list[int], new: int, pool: list[list[int]]) -> list[dict]:
         wall = time.time() - t
         toks = sum(o["meta_info"]["completion_tokens"] for o, _ in runs)
         row = dict(conc=c, requests=n, out_tokens=toks, wall_s=round(wall, 2), tok_s=round(toks / wall, 1),
-                   **steady_state([m for _, m in runs], concurrent=c > 1), t_start=t, t_end=time.time())
+                   **steady_state(runs, concurrent=c > 1), t_start=t, t_end=time.time())
         log(json.dumps({k: v for k, v in row.items() if not k.startswith("t_")}))
         rows.append(row)
     return rows
@@ -195,6 +205,10 @@ def phases(log_path: str, t0: float, t1: float) -> dict:
     return {k: round(v / total, 3) for k, v in sums.items()} if total else {}
 
 
+def interrupted(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default=".devbundle/configs")
@@ -214,6 +228,7 @@ def main() -> None:
     ap.add_argument("--continuations", default=None,
                     help="recorded plain continuations to replay (default: OUT/continuations.json from this run's plain mode)")
     a = ap.parse_args()
+    signal.signal(signal.SIGTERM, interrupted)  # a timeout still stops the server it started
     global URL
     URL = f"http://127.0.0.1:{a.port}"
     concs = [int(c) for c in a.concurrency.split(",")]

@@ -36,7 +36,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from helpers import free_port, server  # noqa: E402
+from helpers import free_port, interrupt_on_sigterm, server  # noqa: E402
 
 TIMEOUT = 900
 LEAK_PATTERNS = ("memory leak detected", "leak detected")
@@ -59,7 +59,7 @@ def gpu_args(model: str, port: int, context: int, max_total: Optional[int], conc
     args = ["--model-path", model, "--load-format", "dummy", "--skip-tokenizer-init", "--dtype", dtype,
             "--attention-backend", "triton", "--sampling-backend", "pytorch", "--grammar-backend", "none",
             "--cuda-graph-backend-prefill", "disabled", "--cuda-graph-max-bs-decode", str(conc),
-            "--max-running-requests", str(conc), "--mem-fraction-static", "0.85", "--context-length", str(context),
+            "--max-running-requests", str(conc), "--mem-fraction-static", "0.75", "--context-length", str(context),
             "--chunked-prefill-size", "2048", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]
     return args + (["--max-total-tokens", str(max_total)] if max_total else [])
 
@@ -473,6 +473,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="directory for the server logs and soak_report.json")
     a = ap.parse_args()
+    interrupt_on_sigterm()
     if a.max_total_tokens is None and a.device == "cpu":
         a.max_total_tokens = 1024  # a few long requests at once fill it: SGLang retracts some
     out = a.out = a.out or os.environ.get("OUT") or "/tmp"

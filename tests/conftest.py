@@ -12,6 +12,10 @@ if not HAS_CUDA:  # SGLang's CPU engine; torch.compile is off for the 2-core mac
     os.environ.setdefault("SGLANG_DFLASH_TEST_CPU_OVERLAP", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
+from helpers import interrupt_on_sigterm  # noqa: E402
+
+interrupt_on_sigterm()
+
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run on the GPU machine: see BENCHMARKS.md)")

@@ -106,6 +106,16 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(30)
 
 
+def interrupt_on_sigterm() -> None:
+    """A SIGTERM (e.g. from ``timeout``) unwinds like Ctrl-C, so ``server`` stops the servers it
+    started in their own sessions instead of leaving them holding a GPU; pytest still prints its
+    summary."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 @contextmanager
 def server(args: list[str], log_path: str, env: Optional[dict] = None) -> Iterator[Server]:
     """``python -m sglang.launch_server ARGS`` (the unchanged SGLang command), healthy or failed."""

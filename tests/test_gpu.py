@@ -135,10 +135,11 @@ def test_gpu_sampling_has_the_targets_law(tmp_path):
     spec_args = gpu_server_args(target, free_port(), max_bs=32) + dflash_args(
         os.path.join(models, "qwen3-pi-oracle")) + ["--speculative-draft-attention-backend", "triton"]
     env = {**FP32_ENV, **ORACLE}
+    n = int(os.environ.get("SGLANG_DFLASH_TEST_SAMPLES", "20000"))
     with server(plain_args, tmp_path / "plain.log", env=env) as srv:
-        plain, plain_greedy = sample_over_http(srv.url, 20_000)
+        plain, plain_greedy = sample_over_http(srv.url, n)
     with server(spec_args, tmp_path / "dflash.log", env=env) as srv:
-        spec, spec_greedy = sample_over_http(srv.url, 20_000)
+        spec, spec_greedy = sample_over_http(srv.url, n)
         log = srv.log()
     assert "DFLASH implementation: sglang-dflash" in log
     assert spec_greedy == plain_greedy
