@@ -14,7 +14,7 @@ import requests
 from helpers import SCHEDULERS, check_scheduler, dflash_args, free_port, gpu_server_args, server, tiny_models
 from markov_model import markov_model
 from test_sampling_distribution import CONFIGS, GREEDY_PROMPTS, ORACLE, PROMPT, compare
-from workload import LOGPROB_KEYS, generate, logprob_error, logprob_request, prompts
+from workload import generate, greedy_logprob_error, logprob_request, prompts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -65,9 +65,11 @@ def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, scheduler, tmp_
     # forward (other GEMM tilings, our block-attention kernel) where plain decoding runs 1-token
     # ones: float32 on the H200 differed by up to 2.3e-4 (Qwen3) and 1.8e-3 (Gemma-4, softcapped)
     # (2026-11-27); a logprob taken at the wrong position or from the wrong distribution is off by
-    # orders of magnitude more.
-    for key in LOGPROB_KEYS:
-        assert logprob_error(s_lp.get(key), p_lp.get(key)) <= 5e-3, key
+    # orders of magnitude more.  Such differences may flip a near-tie (2026-11-27, Gemma-4 under
+    # overlap: the runs parted at one position, DFLASH's token at logprob -4.41793, plain's at
+    # -4.41790; plain's score of DFLASH's token was not kept): greedy_logprob_error allows that
+    # and only that.
+    assert greedy_logprob_error(s_lp, p_lp, tol=5e-3) <= 5e-3
     # Both the target (verify) and the draft captured CUDA graphs; decode steps replayed them.
     assert set(re.findall(r"Capture (\w+) verify CUDA graph end", log)) == {"draft", "target"}, log[-3000:]
     assert "cuda graph: True" in log
@@ -131,7 +133,11 @@ def test_gpu_sampling_has_the_targets_law(tmp_path):
     comparison as tests/test_sampling_distribution.py, through the real server."""
     models = tiny_models(checks=False)
     target = markov_model(checks=False)
-    plain_args = gpu_server_args(target, free_port(), max_bs=32)
+    # The reference is plain sampling non-overlapped: SGLang 0.5.17's overlapped scheduler feeds its
+    # penalizers one token late (tests/test_sampling_distribution.py).  On 2026-11-27 an overlapped
+    # reference made frequency+presence fail (p 2e-17, TV 0.090 > 0.071) and repetition marginal
+    # (p 0.028) while temperature, top-p and top-k passed.
+    plain_args = gpu_server_args(target, free_port(), max_bs=32) + ["--disable-overlap-schedule"]
     spec_args = gpu_server_args(target, free_port(), max_bs=32) + dflash_args(
         os.path.join(models, "qwen3-pi-oracle")) + ["--speculative-draft-attention-backend", "triton"]
     env = {**FP32_ENV, **ORACLE}

@@ -122,3 +122,26 @@ def logprob_error(a, b, relative_beyond_one: bool = False) -> float:
     assert ra == rb and len(fa) == len(fb), "logprob structures or token ids differ"
     scale = (lambda y: max(1.0, abs(y))) if relative_beyond_one else (lambda y: 1.0)
     return max([abs(x - y) / scale(y) for x, y in zip(fa, fb)], default=0.0)
+
+
+def greedy_logprob_error(spec: dict, plain: dict, tol: float) -> float:
+    """``logprob_error`` over every LOGPROB_KEYS entry of two greedy requests' meta_info, where
+    numerics that differ by up to ``tol`` (a 16-token verify against 1-token decoding on a GPU)
+    may flip a near-tie: the emitted tokens may part at one position only if plain decoding
+    rates the other run's token within ``tol`` of its own there (AssertionError otherwise);
+    from that position on the runs continue different texts and are not compared."""
+    s_out, p_out = spec["output_token_logprobs"], plain["output_token_logprobs"]
+    cut = next((i for i, (a, b) in enumerate(zip(s_out, p_out)) if a[1] != b[1]), len(p_out))
+    if cut < len(p_out):
+        rated = {tid: lp for lp, tid, *_ in plain["output_top_logprobs"][cut]}
+        assert s_out[cut][1] in rated and abs(rated[s_out[cut][1]] - p_out[cut][0]) <= tol, (
+            f"the runs part at output position {cut}: token {s_out[cut][1]} against plain's {p_out[cut][1]}, "
+            f"not a near-tie (plain's top logprobs there: {plain['output_top_logprobs'][cut]})")
+    worst = 0.0
+    for key in LOGPROB_KEYS:
+        a, b = spec.get(key), plain.get(key)
+        if key.startswith("output") and a is not None and b is not None:
+            a, b = a[:cut], b[:cut]
+        worst = max(worst, logprob_error(a, b))
+    return worst
+
