@@ -11,7 +11,8 @@
 #          soak (gemma-4-31B-it layer shapes, 12 layers, float32, 32 concurrent), then the kernels.
 #   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
 #          benchmark with --tp 2.
-# With fewer GPUs everything runs on GPU 0 one after the other.
+# With 2 GPUs: the TP2 tests and the TP2 benchmark.  With 1: Gemma-4 lossless tests, the
+# benchmark, the soak and the sampling law, one after the other.
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
 BENCH_S=${BENCH_S:-1000}
@@ -43,9 +44,12 @@ MODES=plain,ours-controlled,ours-controlled+nooverlap,builtin,ours-controlled+au
 
 if [ "$NGPU" -ge 4 ]; then
   bench 0 "$D/bench" 30000 "$MODES" "" &
-  (tests 1 "equals_plain and not tp2" tests_lossless 480; soak 1 150 540; tests 1 "kernel" tests_kernels 120) &
-  (tests 2,3 "tp2" tests_tp2 360; tests 2 "sampling" tests_sampling 420
+  (tests 1 "equals_plain and not tp2" tests_lossless 720; soak 1 150 540; tests 1 "kernel" tests_kernels 120) &
+  (tests 2,3 "tp2" tests_tp2 600; tests 2 "sampling" tests_sampling 420
    bench 2,3 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2") &
+elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue 8)
+  tests 0,1 "tp2" tests_tp2 600
+  bench 0,1 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2"
 else  # in order of what is still unshown: Gemma-4 lossless under both schedulers, the benchmark,
   # the soak, the sampling law
   tests 0 "gemma4 and cuda_graphs" tests_gemma4 420
