@@ -25,12 +25,14 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Optional
 
 import requests
 
@@ -161,14 +163,33 @@ def steady_state(runs: list[tuple[dict, list[tuple[float, int]]]], concurrent: b
                 step_ms=round(1000 * cycle_s / n, 2))
 
 
-def measure(concs: list[int], new: int, pool: list[list[int]], controlled: bool = False) -> list[dict]:
+def sample_scheduler(out_path: str, seconds: float) -> Optional[subprocess.Popen]:
+    """py-spy (if installed) samples the scheduler process's Python stacks for ``seconds``: where
+    its host time goes while the device runs (raw collapsed stacks, one line per stack)."""
+    pids = subprocess.run(["pgrep", "-f", "sglang::scheduler"], capture_output=True, text=True).stdout.split()
+    if not pids or not shutil.which("py-spy"):
+        log("py-spy: no scheduler process or no py-spy; not sampled")
+        return None
+    return subprocess.Popen(["py-spy", "record", "-p", pids[0], "-d", str(int(seconds)), "-r", "200", "-f", "raw",
+                             "-o", out_path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(concs: list[int], new: int, pool: list[list[int]], controlled: bool = False,
+            spy: Optional[str] = None) -> list[dict]:
     """Per concurrency: wall-clock output tok/s (prefill included), and the steady-state decode
-    figures (steady_state): cycle (or plain step) time, tokens per cycle, decode tok/s."""
+    figures (steady_state): cycle (or plain step) time, tokens per cycle, decode tok/s.  ``spy``:
+    a path prefix for py-spy samples of the scheduler during a decode round at each concurrency."""
     rows = []
     with ThreadPoolExecutor(max(concs)) as ex:  # warm-up: every prompt once at the largest concurrency
         list(ex.map(lambda p: generate(p, new), pool))
     for c in concs:
         n = max(c, 2)
+        if spy:  # a decode round of its own, so the sampler does not touch the measured one
+            sampler = sample_scheduler(f"{spy}_c{c}.txt", 6)
+            with ThreadPoolExecutor(c) as ex:
+                list(ex.map(lambda i: generate(pool[i % len(pool)], new), range(max(c, 4) * 3)))
+            if sampler is not None:
+                sampler.wait(60)
         if controlled:
             # The acceptance controller corrects its draw by the commits it measures, and that
             # correction depends on the batch size (bf16 verify numerics against the recorded
@@ -229,6 +250,8 @@ def main() -> None:
     ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of every ours* server, e.g. SGLANG_DFLASH_VERIFY_KNEE=256 (repeatable)")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps")
+    ap.add_argument("--py-spy", action="store_true",
+                    help="sample the scheduler's Python stacks (py-spy) during a decode round at each concurrency")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--continuations", default=None,
                     help="recorded plain continuations to replay (default: OUT/continuations.json from this run's plain mode)")
@@ -294,7 +317,8 @@ def run_mode(a, mode: str, base: str, extra: list[str], env: dict, log_path: str
             with ThreadPoolExecutor(max(concs)) as ex:
                 outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
             json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
-        rows = measure(concs, a.new_tokens, pool, controlled=base == "ours-controlled")
+        rows = measure(concs, a.new_tokens, pool, controlled=base == "ours-controlled",
+                       spy=os.path.join(a.out, f"pyspy_{mode.replace('+', '_')}") if a.py_spy else None)
         if mode.startswith("ours"):
             time.sleep(2)
             for r in rows:

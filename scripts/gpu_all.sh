@@ -43,7 +43,7 @@ soak() {  # $1: GPU, $2: workload seconds, $3: seconds in all
 MODES=plain,ours-controlled,ours-controlled+nooverlap,builtin,ours-controlled+auto
 
 if [ "$NGPU" -ge 4 ]; then
-  bench 0 "$D/bench" 30000 "$MODES" "" &
+  bench 0 "$D/bench" 30000 "$MODES" "--py-spy" &
   (tests 1 "equals_plain and not tp2" tests_lossless 720; soak 1 150 540; tests 1 "kernel" tests_kernels 120) &
   (tests 2,3 "tp2" tests_tp2 600; tests 2 "sampling" tests_sampling 420
    bench 2,3 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2") &
@@ -53,7 +53,7 @@ elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue
 else  # in order of what is still unshown: Gemma-4 lossless under both schedulers, the benchmark,
   # the soak, the sampling law
   tests 0 "gemma4 and cuda_graphs" tests_gemma4 420
-  bench 0 "$D/bench" 30000 "${MODES_1GPU:-plain,ours-controlled,builtin}" ""
+  bench 0 "$D/bench" 30000 "${MODES_1GPU:-plain,ours-controlled,builtin}" "--py-spy"
   soak 0 150 540
   SGLANG_DFLASH_TEST_SAMPLES=${SAMPLES:-8000} tests 0 "sampling" tests_sampling 360
 fi
