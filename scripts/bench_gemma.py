@@ -163,10 +163,12 @@ def steady_state(runs: list[tuple[dict, list[tuple[float, int]]]], concurrent: b
                 step_ms=round(1000 * cycle_s / n, 2))
 
 
-def sample_scheduler(out_path: str, seconds: float) -> Optional[subprocess.Popen]:
-    """py-spy (if installed) samples the scheduler process's Python stacks for ``seconds``: where
-    its host time goes while the device runs (raw collapsed stacks, one line per stack)."""
-    pids = subprocess.run(["pgrep", "-f", "sglang::scheduler"], capture_output=True, text=True).stdout.split()
+def sample_scheduler(pgid: int, out_path: str, seconds: float) -> Optional[subprocess.Popen]:
+    """py-spy (if installed) samples the Python stacks of the scheduler of the server in process
+    group ``pgid`` for ``seconds``: where its host time goes while the device runs (raw collapsed
+    stacks, one line per stack)."""
+    pids = subprocess.run(["pgrep", "-g", str(pgid), "-f", "sglang::scheduler"], capture_output=True,
+                          text=True).stdout.split()
     if not pids or not shutil.which("py-spy"):
         log("py-spy: no scheduler process or no py-spy; not sampled")
         return None
@@ -175,17 +177,18 @@ def sample_scheduler(out_path: str, seconds: float) -> Optional[subprocess.Popen
 
 
 def measure(concs: list[int], new: int, pool: list[list[int]], controlled: bool = False,
-            spy: Optional[str] = None) -> list[dict]:
+            spy: Optional[tuple[int, str]] = None) -> list[dict]:
     """Per concurrency: wall-clock output tok/s (prefill included), and the steady-state decode
     figures (steady_state): cycle (or plain step) time, tokens per cycle, decode tok/s.  ``spy``:
-    a path prefix for py-spy samples of the scheduler during a decode round at each concurrency."""
+    (server process group, path prefix) for py-spy samples of its scheduler during a decode round
+    at each concurrency."""
     rows = []
     with ThreadPoolExecutor(max(concs)) as ex:  # warm-up: every prompt once at the largest concurrency
         list(ex.map(lambda p: generate(p, new), pool))
     for c in concs:
         n = max(c, 2)
         if spy:  # a decode round of its own, so the sampler does not touch the measured one
-            sampler = sample_scheduler(f"{spy}_c{c}.txt", 6)
+            sampler = sample_scheduler(spy[0], f"{spy[1]}_c{c}.txt", 6)
             with ThreadPoolExecutor(c) as ex:
                 list(ex.map(lambda i: generate(pool[i % len(pool)], new), range(max(c, 4) * 3)))
             if sampler is not None:
@@ -318,7 +321,7 @@ def run_mode(a, mode: str, base: str, extra: list[str], env: dict, log_path: str
                 outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
             json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
         rows = measure(concs, a.new_tokens, pool, controlled=base == "ours-controlled",
-                       spy=os.path.join(a.out, f"pyspy_{mode.replace('+', '_')}") if a.py_spy else None)
+                       spy=(proc.pid, os.path.join(a.out, f"pyspy_{mode.replace('+', '_')}")) if a.py_spy else None)
         if mode.startswith("ours"):
             time.sleep(2)
             for r in rows:
