@@ -165,15 +165,15 @@ def steady_state(runs: list[tuple[dict, list[tuple[float, int]]]], concurrent: b
 
 def sample_scheduler(pgid: int, out_path: str, seconds: float) -> Optional[subprocess.Popen]:
     """py-spy (if installed) samples the Python stacks of the scheduler of the server in process
-    group ``pgid`` for ``seconds``: where its host time goes while the device runs (raw collapsed
-    stacks, one line per stack)."""
+    group ``pgid`` for ``seconds``: where its host time goes while the device runs, waits on the
+    device included (--idle; raw collapsed stacks, one line per stack)."""
     pids = subprocess.run(["pgrep", "-g", str(pgid), "-f", "sglang::scheduler"], capture_output=True,
                           text=True).stdout.split()
     if not pids or not shutil.which("py-spy"):
         log("py-spy: no scheduler process or no py-spy; not sampled")
         return None
     return subprocess.Popen(["py-spy", "record", "-p", pids[0], "-d", str(int(seconds)), "-r", "200", "-f", "raw",
-                             "-o", out_path, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "-o", out_path, "--nonblocking", "--idle"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def measure(concs: list[int], new: int, pool: list[list[int]], controlled: bool = False,
