@@ -72,6 +72,7 @@ class ControlledAcceptance:
         self.commits = StepCommits()  # each step's visible commit beside what its draw should give
         self.table: Optional[torch.Tensor] = None  # [rows, L] continuations on the device, -1 padded
         self.rows: dict[str, int] = {}  # prompt key -> table row
+        self.req_rows: dict[str, int] = {}  # request id -> table row
         self.misses = self.steps = 0
 
     @classmethod
@@ -112,7 +113,10 @@ class ControlledAcceptance:
                 self.table[r, : len(cont)] = torch.tensor(cont, dtype=torch.int64)
             self.table = self.table.to(device)
             self.rows = {key: r for r, key in enumerate(self.continuations)}
-        return self.rows.get(",".join(map(str, req.origin_input_ids)), -1)
+        row = self.req_rows.get(req.rid)
+        if row is None:  # keyed by the prompt once per request: joining it every step costs the host
+            row = self.req_rows[req.rid] = self.rows.get(",".join(map(str, req.origin_input_ids)), -1)
+        return row
 
     def override(self, reqs, drafts: torch.Tensor, verify_width: Optional[int] = None,
                  seq_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -121,10 +125,7 @@ class ControlledAcceptance:
         host's output lengths); ``verify_width``: positions the target verifies this step."""
         bs, width = drafts.shape
         verify_width = verify_width or width + 1
-        pin = drafts.is_cuda
-        rows = torch.full((bs,), -1, dtype=torch.int64, pin_memory=pin)
-        cuts = torch.full((bs,), width, dtype=torch.int64, pin_memory=pin)
-        starts = torch.zeros((bs,), dtype=torch.int64, pin_memory=pin)
+        rows, cuts, starts = [-1] * bs, [width] * bs, [0] * bs
         p_wrong = self.p_wrong()
         for i, req in enumerate(reqs):
             seen = self.commits.take(req)
@@ -145,10 +146,13 @@ class ControlledAcceptance:
             logger.warning("BENCHMARK-ONLY controlled acceptance: target %.2f, measured %.2f, drawn %.2f, misses %d",
                            self.mean_commit, self.measured, self.drawn, self.misses)
             self.commits.forget_finished(reqs)
+            live = {r.rid for r in reqs}
+            self.req_rows = {k: v for k, v in self.req_rows.items() if k in live}
         if not self.continuations:
             return drafts
         dev = drafts.device
-        rows, cuts, starts = (t.to(dev, non_blocking=True) for t in (rows, cuts, starts))
+        rows, cuts, starts = (torch.tensor(v, dtype=torch.int64, pin_memory=drafts.is_cuda).to(dev, non_blocking=True)
+                              for v in (rows, cuts, starts))
         if seq_lens is None:
             seq_lens = torch.tensor([len(r.origin_input_ids) + len(r.output_ids) - 1 for r in reqs], device=dev)
         cols = (seq_lens.to(torch.int64) - starts).unsqueeze(1) + torch.arange(width, device=dev)

@@ -40,5 +40,5 @@ class PendingOutputs:
         toks, lens = self.tokens[src], self.lens[src]
         valid = torch.arange(toks.shape[1], device=toks.device).unsqueeze(0) < lens.unsqueeze(1)
         rows = dst.unsqueeze(1).expand_as(toks)
-        counts.index_put_((rows[valid], toks[valid]), torch.ones_like(toks[valid], dtype=counts.dtype),
-                          accumulate=True)
+        # Uncommitted positions add 0 at any in-range token: no boolean-mask select, no host sync.
+        counts.index_put_((rows, toks.clamp(0, counts.shape[1] - 1)), valid.to(counts.dtype), accumulate=True)

@@ -206,7 +206,8 @@ def test_pending_outputs_add_exactly_the_tokens_the_host_has_not_seen():
     b = SimpleNamespace(rid="b", output_ids=[6, 7])
     c = SimpleNamespace(rid="c", output_ids=[8])
     pend = PendingOutputs()
-    pend.record([a, b], [1, 2], torch.tensor([[1, 2, 2, 9], [3, 9, 9, 9]]), torch.tensor([3, 1]))  # a: 3, b: 1
+    # a: 3, b: 1; the positions past a commit hold anything, out-of-range ids too
+    pend.record([a, b], [1, 2], torch.tensor([[1, 2, 2, -1], [3, 9, 10**6, 9]]), torch.tensor([3, 1]))
     b.output_ids.append(3)  # the host took in b's result, not a's; c was not in that forward
     counts = torch.zeros((3, 10))
     pend.add_counts([b, a, c], counts, wanted=[True, True, True])
