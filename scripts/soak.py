@@ -9,9 +9,9 @@ compared with plain decoding of the same target.
 It starts a plain server and a DFLASH server (or uses --plain-url / --dflash-url), then N client
 threads send requests of random prompt length, max_new_tokens (0 and 1 included), stop strings or
 stop token ids landing inside the output, streaming, clients that disconnect mid-stream, requests
-aborted by id at a random moment, sampled requests (counted as refused while the worker answers
-them with HTTP 400), invalid sampling parameters and prompts over the context limit (both servers
-must refuse them alike).  A finished greedy answer must equal the plain server's; an aborted one
+aborted by id at a random moment, sampled requests (served within their max_new_tokens; their
+law is tests/test_sampling_distribution.py's business), invalid sampling parameters and prompts
+over the context limit (both servers must refuse them alike).  A finished greedy answer must equal the plain server's; an aborted one
 must be a prefix of it.  Memory (RSS of the server's process group, KV tokens in use after a cache
 flush) is read at the start and the end; the server log is scanned for SGLang's memory-check
 errors and tracebacks.  Progress lines go to stderr, the final JSON report to stdout and --out.
