@@ -209,3 +209,18 @@ def test_launcher_fails_fast_with_one_clear_line(models, tmp_path, case, draft, 
     assert "Load weight" not in out.stdout + out.stderr  # failed before any model was built
     if "DFLASH" in last:  # ours: the argparse way, no traceback through SGLang
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+def test_gpu_draft_backend_default_and_fa4_without_flash_attn():
+    """On a GPU the draft runs under triton unless told otherwise; fa4 without flash-attn-4
+    installed is refused with the fix in the message, not left to fail inside SGLang."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from sglang_dflash.integration.server_args import DFlashArgError, _resolve_draft_backend
+
+    args = SimpleNamespace(device="cuda", speculative_draft_attention_backend=None)
+    assert _resolve_draft_backend(args) == "triton"
+    if importlib.util.find_spec("flash_attn") is None:
+        with pytest.raises(DFlashArgError, match="needs flash-attn-4"):
+            _resolve_draft_backend(SimpleNamespace(device="cuda", speculative_draft_attention_backend="fa4"))
