@@ -187,12 +187,11 @@ def measure(concs: list[int], new: int, pool: list[list[int]], controlled: bool 
         list(ex.map(lambda p: generate(p, new), pool))
     for c in concs:
         n = max(c, 2)
-        if spy:  # a decode round of its own, so the sampler does not touch the measured one
+        if spy:  # decode rounds of their own while the sampler runs, so it touches no measured one
             sampler = sample_scheduler(spy[0], f"{spy[1]}_c{c}.txt", 6)
-            with ThreadPoolExecutor(c) as ex:
-                list(ex.map(lambda i: generate(pool[i % len(pool)], new), range(max(c, 4) * 3)))
-            if sampler is not None:
-                sampler.wait(60)
+            while sampler is not None and sampler.poll() is None:
+                with ThreadPoolExecutor(c) as ex:
+                    list(ex.map(lambda i: generate(pool[i], new), range(c)))
         if controlled:
             # The acceptance controller corrects its draw by the commits it measures, and that
             # correction depends on the batch size (bf16 verify numerics against the recorded
