@@ -1,9 +1,10 @@
 """Per-phase timing of our decode step, for benchmarks (SGLANG_DFLASH_PROFILE=1).
 
 On a GPU the phases are bracketed with CUDA events, read only once the device has passed a step's
-last one (no host sync: under the overlap scheduler the step just launched may still be running).  Every ``every`` steps one log line gives the
-mean milliseconds over those steps per phase, the whole step on the device, and the cycle: host wall time from
-one step's start to the next one's (so cycle - step = scheduler and host time not hidden).
+last one (no host sync: under the overlap scheduler the step just launched may still be running).
+Every ``every`` steps one log line gives the mean milliseconds over those steps per phase, the
+whole step on the device, and the cycle: host wall time from one step's start to the next one's
+(so cycle - step = scheduler and host time not hidden).
 """
 
 from __future__ import annotations
