@@ -36,6 +36,9 @@ from typing import Optional
 
 import requests
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from helpers import interrupt_on_sigterm  # noqa: E402
+
 MODE_ENV = {  # modes other than plain / ours / ours-controlled, as environment switches
     "builtin": {"SGLANG_DFLASH_IMPL": "builtin"},
     "ours-sglang-attention": {"SGLANG_DFLASH_BLOCK_ATTENTION": "sglang"},  # SGLang's extend kernel in blocks
@@ -233,10 +236,6 @@ def phases(log_path: str, t0: float, t1: float) -> dict:
     return {k: round(v / total, 3) for k, v in sums.items()} if total else {}
 
 
-def interrupted(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default=".devbundle/configs")
@@ -258,7 +257,7 @@ def main() -> None:
     ap.add_argument("--continuations", default=None,
                     help="recorded plain continuations to replay (default: OUT/continuations.json from this run's plain mode)")
     a = ap.parse_args()
-    signal.signal(signal.SIGTERM, interrupted)  # a timeout still stops the server it started
+    interrupt_on_sigterm()  # a timeout still stops the server it started
     global URL
     URL = f"http://127.0.0.1:{a.port}"
     concs = [int(c) for c in a.concurrency.split(",")]

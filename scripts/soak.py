@@ -11,8 +11,8 @@ threads send requests of random prompt length, max_new_tokens (0 and 1 included)
 stop token ids landing inside the output, streaming, clients that disconnect mid-stream, requests
 aborted by id at a random moment, sampled requests (served within their max_new_tokens; their
 law is tests/test_sampling_distribution.py's business), invalid sampling parameters and prompts
-over the context limit (both servers must refuse them alike).  A finished greedy answer must equal the plain server's; an aborted one
-must be a prefix of it.  Memory (RSS of the server's process group, KV tokens in use after a cache
+over the context limit (both servers must refuse them alike).  A finished greedy answer must
+equal the plain server's; an aborted one must be a prefix of it.  Memory (RSS of the server's process group, KV tokens in use after a cache
 flush) is read at the start and the end; the server log is scanned for SGLang's memory-check
 errors and tracebacks.  Progress lines go to stderr, the final JSON report to stdout and --out.
 """
@@ -36,7 +36,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from helpers import free_port, interrupt_on_sigterm, server  # noqa: E402
+from helpers import free_port, gpu_fp32_env, interrupt_on_sigterm, server  # noqa: E402
 
 TIMEOUT = 900
 LEAK_PATTERNS = ("memory leak detected", "leak detected")
@@ -108,9 +108,8 @@ def server_plan(a) -> tuple[list[str], list[str], dict, bool]:
         spec = ["--speculative-draft-model-path", os.path.join(a.configs, "gemma-4-31B-it-DFlash"),
                 "--speculative-draft-load-format", "dummy", "--speculative-draft-attention-backend", a.draft_backend]
         env = {"SGLANG_SWA_EVICTION_INTERVAL": os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8")}
-        if a.dtype == "float32":  # SGLang's CUDA norm/activation kernels have no float32 build
-            env.update(SGLANG_DFLASH_TEST_NATIVE_OPS="1",
-                       PYTHONPATH=os.path.join(ROOT, "tests", "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        if a.dtype == "float32":
+            env.update(gpu_fp32_env())
         has_tok = False
     spec = ["--speculative-algorithm", "DFLASH", "--speculative-num-draft-tokens", str(a.block)] + spec
     return base(free_port()), base(free_port()) + spec, env, has_tok

@@ -106,6 +106,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(30)
 
 
+def gpu_fp32_env() -> dict:
+    """Environment for float32 SGLang servers on a GPU: sgl_kernel has no float32 norm/activation
+    kernels, so every SGLang op runs its plain-PyTorch forward (tests/gpu_fp32/sitecustomize.py)."""
+    return {"SGLANG_DFLASH_TEST_NATIVE_OPS": "1",
+            "PYTHONPATH": os.path.join(TESTS, "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def interrupt_on_sigterm() -> None:
     """A SIGTERM (e.g. from ``timeout``) unwinds like Ctrl-C, so ``server`` stops the servers it
     started in their own sessions instead of leaving them holding a GPU; pytest still prints its

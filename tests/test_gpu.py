@@ -11,7 +11,9 @@ from collections import Counter
 
 import requests
 
-from helpers import SCHEDULERS, check_scheduler, dflash_args, free_port, gpu_server_args, server, tiny_models
+from helpers import (
+    SCHEDULERS, check_scheduler, dflash_args, free_port, gpu_fp32_env, gpu_server_args, server, tiny_models,
+)
 from markov_model import markov_model
 from test_sampling_distribution import CONFIGS, GREEDY_PROMPTS, ORACLE, PROMPT, compare
 from workload import generate, greedy_logprob_error, logprob_request, prompts
@@ -19,9 +21,7 @@ from workload import generate, greedy_logprob_error, logprob_request, prompts
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 PAIRS = [("qwen3", "qwen3-dflash"), ("gemma4", "gemma4-dflash")]
-# float32 on a GPU needs SGLang's plain-PyTorch op forwards (tests/gpu_fp32/sitecustomize.py).
-FP32_ENV = {"SGLANG_DFLASH_TEST_NATIVE_OPS": "1",
-            "PYTHONPATH": os.path.join(os.path.dirname(__file__), "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+FP32_ENV = gpu_fp32_env()
 
 
 def run(models, target, draft, log_path, scheduler=None, env=None, extra=()):
