@@ -55,10 +55,10 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], tp: int = 1) -> list[str]:
+def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], port: int, tp: int = 1) -> list[str]:
     max_bs = max(concs)
     args = ["--model-path", os.path.join(cfg_dir, "gemma-4-31B-it"), "--load-format", "dummy",
-            "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", URL.rsplit(":", 1)[1],
+            "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(port),
             "--attention-backend", "triton", "--sampling-backend", "pytorch", "--grammar-backend", "none",
             "--cuda-graph-backend-prefill", "disabled",
             "--cuda-graph-bs-decode", *map(str, sorted(set(concs))),  # graphs for the measured sizes only
@@ -281,6 +281,7 @@ def main() -> None:
         pass
     for mode in runs:
         base, *variants = mode.split("+")
+        tag = mode.replace("+", "_")  # file names under --out (the device returns no '+')
         env = dict(base_env, **MODE_ENV.get(base, {}))
         extra = []
         for v in variants:
@@ -290,13 +291,12 @@ def main() -> None:
             env.update(kv.split("=", 1) for kv in a.ours_env)
             env["SGLANG_DFLASH_PROFILE"] = "1"
             if a.torch_profile:
-                env["SGLANG_DFLASH_TORCH_PROFILE"] = os.path.join(a.out, f"profile_{mode}")
+                env["SGLANG_DFLASH_TORCH_PROFILE"] = os.path.join(a.out, f"profile_{tag}")
         if base == "ours-controlled":
             env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
-        log_path = os.path.join(a.out, f"server_{mode.replace('+', '_')}.log")
         log(f"=== {mode}")
         try:  # a mode that fails is reported and the others still run
-            rows = run_mode(a, mode, base, extra, env, log_path, concs, pool, conts_path)
+            rows = run_mode(a, mode, tag, base, extra, env, concs, pool, conts_path)
             results["runs"][mode] = rows
         except Exception as e:  # noqa: BLE001
             log(f"{mode} FAILED: {e}")
@@ -310,16 +310,17 @@ def main() -> None:
         sys.exit(1)
 
 
-def run_mode(a, mode: str, base: str, extra: list[str], env: dict, log_path: str, concs: list[int],
+def run_mode(a, mode: str, tag: str, base: str, extra: list[str], env: dict, concs: list[int],
              pool: list[list[int]], conts_path: str) -> list[dict]:
-    proc = start(server_args(a.configs, base, a.draft_backend, concs, a.tp) + extra, env, log_path)
+    log_path = os.path.join(a.out, f"server_{tag}.log")
+    proc = start(server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp) + extra, env, log_path)
     try:
         if mode == "plain" and not a.continuations:  # the target's own greedy continuations
             with ThreadPoolExecutor(max(concs)) as ex:
                 outs = list(ex.map(lambda p: generate(p, a.new_tokens + 16)["output_ids"], pool))
             json.dump({",".join(map(str, p)): o for p, o in zip(pool, outs)}, open(conts_path, "w"))
         rows = measure(concs, a.new_tokens, pool, controlled=base == "ours-controlled",
-                       spy=(proc.pid, os.path.join(a.out, f"pyspy_{mode.replace('+', '_')}")) if a.py_spy else None)
+                       spy=(proc.pid, os.path.join(a.out, f"pyspy_{tag}")) if a.py_spy else None)
         if mode.startswith("ours"):
             time.sleep(2)
             for r in rows:
