@@ -214,26 +214,31 @@ def measure(concs: list[int], new: int, pool: list[list[int]], controlled: bool 
     return rows
 
 
-PHASE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[^\]]*\].*sglang-dflash phases \(ms/step, mean of (\d+)\): (.*)$")
+PHASE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[^\]]*\].*sglang-dflash phases bs (\d+) "
+                      r"\(ms/step, mean of (\d+)\): (.*)$")
 
 
-def phases(log_path: str, t0: float, t1: float) -> dict:
-    """Step-weighted means of our phase log lines emitted between t0 and t1."""
+def phases(log_path: str, t0: float, t1: float, bs: int) -> dict:
+    """Step-weighted means of our phase log lines for batch size ``bs`` emitted between t0 and t1
+    (the round's last steps, with fewer requests, have lines of their own)."""
     sums: dict[str, float] = {}
-    total = 0
+    total = cycle_steps = 0
     for line in open(log_path, errors="replace"):
         m = PHASE_RE.match(line.strip())
-        if not m:
+        if not m or int(m.group(2)) != bs:
             continue
         ts = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
         if not t0 - 1 <= ts <= t1 + 1:
             continue
-        n = int(m.group(2))
+        n = int(m.group(3))
         total += n
-        for part in m.group(3).split(", "):
+        for part in m.group(4).split(", "):
             name, value = part.rsplit(" ", 1)
+            if value == "-":  # no two consecutive steps of this size in the line's steps
+                continue
+            cycle_steps += n if name == "cycle" else 0
             sums[name] = sums.get(name, 0.0) + float(value) * n
-    return {k: round(v / total, 3) for k, v in sums.items()} if total else {}
+    return {k: round(v / (cycle_steps if k == "cycle" else total), 3) for k, v in sums.items()} if total else {}
 
 
 def main() -> None:
@@ -324,7 +329,7 @@ def run_mode(a, mode: str, tag: str, base: str, extra: list[str], env: dict, con
         if mode.startswith("ours"):
             time.sleep(2)
             for r in rows:
-                r["phases_ms"] = phases(log_path, r["t_start"], r["t_end"])
+                r["phases_ms"] = phases(log_path, r["t_start"], r["t_end"], r["conc"])
         return rows
     finally:
         stop(proc)

@@ -36,7 +36,7 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from helpers import free_port, gpu_fp32_env, interrupt_on_sigterm, server  # noqa: E402
+from helpers import cpu_engine_env, free_port, gpu_fp32_env, interrupt_on_sigterm, server  # noqa: E402
 
 TIMEOUT = 900
 LEAK_PATTERNS = ("memory leak detected", "leak detected")
@@ -96,7 +96,7 @@ def server_plan(a) -> tuple[list[str], list[str], dict, bool]:
 
         models = a.models or tiny_models()
         target, draft = (("qwen3-pi", "qwen3-pi-oracle") if a.pair == "pi" else (a.pair, f"{a.pair}-dflash"))
-        env = {"SGLANG_EXTERNAL_MODEL_PACKAGE": "oracle_models"} if a.pair == "pi" else {}
+        env = {**cpu_engine_env(), **({"SGLANG_EXTERNAL_MODEL_PACKAGE": "oracle_models"} if a.pair == "pi" else {})}
         base = lambda port: cpu_args(os.path.join(models, target), port, a.context_length, a.max_total_tokens)  # noqa: E731
         spec = ["--speculative-draft-model-path", os.path.join(models, draft)]
         has_tok = True

@@ -235,7 +235,7 @@ class DFlashWorker(BaseSpecWorker):
 
     def _decode(self, batch) -> GenerationBatchResult:
         if self.timer is not None:
-            self.timer.start()
+            self.timer.start(batch.batch_size())
         state: DraftState = batch.spec_info
         seq_lens = batch.seq_lens
         launch_lens = [len(r.output_ids) for r in batch.reqs] if self.unseen_outputs is not None else None

@@ -5,14 +5,13 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
-if not HAS_CUDA:  # SGLang's CPU engine; torch.compile is off for the 2-core machine
-    os.environ.setdefault("SGLANG_USE_CPU_ENGINE", "1")
-    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
-    # DFLASH's default on a GPU is the overlap scheduler: the CPU tests run it too (tests/helpers.py).
-    os.environ.setdefault("SGLANG_DFLASH_TEST_CPU_OVERLAP", "1")
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import interrupt_on_sigterm  # noqa: E402
+from helpers import cpu_engine_env, interrupt_on_sigterm  # noqa: E402
+
+if not HAS_CUDA:
+    for key, value in cpu_engine_env().items():
+        os.environ.setdefault(key, value)
 
 interrupt_on_sigterm()
 

@@ -113,6 +113,13 @@ def gpu_fp32_env() -> dict:
             "PYTHONPATH": os.path.join(TESTS, "gpu_fp32") + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def cpu_engine_env() -> dict:
+    """Environment for SGLang servers on this CPU machine: SGLang's CPU engine, torch.compile off
+    (2 cores), and DFLASH's default overlap scheduler, which SGLang runs for speculative decoding
+    only on a GPU (scripts/cpu_env/06-spec-overlap-on-cpu.patch makes the CPU run it too)."""
+    return {"SGLANG_USE_CPU_ENGINE": "1", "TORCHDYNAMO_DISABLE": "1", "SGLANG_DFLASH_TEST_CPU_OVERLAP": "1"}
+
+
 def interrupt_on_sigterm() -> None:
     """A SIGTERM (e.g. from ``timeout``) unwinds like Ctrl-C, so ``server`` stops the servers it
     started in their own sessions instead of leaving them holding a GPU; pytest still prints its

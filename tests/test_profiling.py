@@ -1,8 +1,12 @@
 """The benchmark's phase timer under the overlap scheduler: a step's CUDA events are read only once
 the device has passed them (reading an unfinished event raises on a GPU), and steps are resolved
-in launch order."""
+in launch order; means are per batch size, and scripts/bench_gemma.py reads the measured size's."""
 
 import logging
+import os
+import sys
+import time
+from datetime import datetime
 
 from sglang_dflash.profiling import PhaseTimer
 
@@ -31,15 +35,49 @@ def test_steps_resolve_only_when_the_device_has_passed_them(caplog):
     timer._stamp = lambda: FakeEvent(next(stamps))
     with caplog.at_level(logging.INFO, logger="sglang_dflash"):
         for _ in range(3):  # three launched steps: draft then verify, 10 ms each on the device
-            timer.start()
+            timer.start(4)
             timer.mark("draft")
             timer.mark("verify")
             FakeEvent.device_now += 5.0  # the device lags the host (overlap)
             timer.end()
-        assert timer.steps == 1 and len(timer.pending) == 2  # only step 1 had finished (at 10)
+        assert timer.steps[4] == 1 and len(timer.pending) == 2  # only step 1 had finished (at 10)
         FakeEvent.device_now = 100.0
-        timer.start()
+        timer.start(4)
         timer.end()
     line = next(r.getMessage() for r in caplog.records if "phases" in r.getMessage())
     # steps 1 and 2, in order: draft 3 and 4 ms, verify 7 and 6 ms, 10 ms each
     assert "draft 3.500" in line and "verify 6.500" in line and "step 10.000" in line
+
+
+def test_means_and_cycles_are_per_batch_size(caplog, tmp_path, monkeypatch):
+    """A round's tail (fewer requests, cheaper steps) gets lines of its own instead of pulling the
+    full batch's means down, and a cycle across a batch-size change counts for neither size."""
+    timer = PhaseTimer("cpu", every=2)
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    # (batch size, milliseconds of the step): the full batch, then the round's tail
+    steps = [(32, 60.0), (32, 60.0), (32, 60.0), (5, 20.0), (5, 20.0), (5, 20.0)]
+    with caplog.at_level(logging.INFO, logger="sglang_dflash"):
+        for bs, ms in steps:
+            timer.start(bs)
+            clock[0] += ms / 1e3
+            timer.mark("verify")
+            timer.end()
+            clock[0] += 1e-3  # host time between steps
+    lines = [r.getMessage() for r in caplog.records if "phases" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("sglang-dflash phases bs 32 (ms/step, mean of 2)") and "verify 60.000" in lines[0]
+    assert lines[0].endswith("cycle 61.000")
+    assert lines[1].startswith("sglang-dflash phases bs 5 (ms/step, mean of 2)") and "verify 20.000" in lines[1]
+    assert lines[1].endswith("cycle 21.000")  # the 32 -> 5 change (61 ms) is not a bs-5 cycle
+
+    # The benchmark takes the measured concurrency's lines only.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+    from bench_gemma import phases
+
+    log = tmp_path / "server.log"
+    log.write_text("".join(f"[2026-11-27 10:00:0{i}] {line}\n" for i, line in enumerate(lines)))
+    t0 = datetime(2026, 11, 27, 10, 0, 0).timestamp()
+    assert phases(str(log), t0, t0 + 2, 32) == {"verify": 60.0, "step": 60.0, "cycle": 61.0}
+    assert phases(str(log), t0, t0 + 2, 5)["step"] == 20.0
+    assert phases(str(log), t0, t0 + 2, 8) == {}
