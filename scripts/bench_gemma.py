@@ -5,7 +5,8 @@
   (d) optionally our DFLASH with controlled acceptance (--accept 8.59; benchmark-only mode),
   and `ours-sglang-attention` (ours with SGLang's extend kernel for the block attention).
   A mode may name variants after '+': `ours-controlled+nooverlap` (SGLang's non-overlapped
-  scheduler), `ours-controlled+auto` (load-adaptive verify width).
+  scheduler), `ours-controlled+auto` (load-adaptive verify width), `ours-controlled+syncwindow`
+  (SGLang's own window-slot translation in verify planning, with its host sync: hook 9's A/B).
 
 For every concurrency it reports the plain step time, the
 speculative cycle time (draft + verify + bookkeeping) and cycle/step, tokens per cycle and decode
@@ -47,6 +48,7 @@ MODE_ENV = {  # modes other than plain / ours / ours-controlled, as environment 
 VARIANTS = {
     "nooverlap": (["--disable-overlap-schedule"], {}),
     "auto": ([], {"SGLANG_DFLASH_VERIFY_WIDTH": "auto"}),  # load-adaptive verify width
+    "syncwindow": ([], {"SGLANG_DFLASH_WINDOW_TRANSLATE": "sglang"}),  # SGLang's synced window translation
 }
 URL = "http://127.0.0.1:30000"  # --port sets it
 

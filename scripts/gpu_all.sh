@@ -11,8 +11,8 @@
 #          soak (gemma-4-31B-it layer shapes, 12 layers, float32, 32 concurrent), then the kernels.
 #   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
 #          benchmark with --tp 2.
-# With 2 GPUs: the TP2 tests and the TP2 benchmark.  With 1: Gemma-4 lossless tests, the
-# benchmark, the soak and the sampling law, one after the other.
+# With 2 GPUs: the TP2 tests and the TP2 benchmark.  With 1: Gemma-4 lossless tests, the kernels
+# and the benchmark (FULL=1: then the soak and the sampling law), one after the other.
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
 BENCH_S=${BENCH_S:-1000}
@@ -50,12 +50,15 @@ if [ "$NGPU" -ge 4 ]; then
 elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue 8)
   tests 0,1 "tp2" tests_tp2 600
   bench 0,1 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2"
-else  # in order of what is still unshown: Gemma-4 lossless under both schedulers, the benchmark,
-  # the soak, the sampling law
+else  # Gemma-4 lossless under both schedulers (graphed verify planning included), the kernels, the
+  # benchmark with hook 9's A/B; FULL=1 adds the soak and the sampling law (both passed in session 5)
   tests 0 "gemma4 and cuda_graphs" tests_gemma4 420
-  bench 0 "$D/bench" 30000 "${MODES_1GPU:-plain,ours-controlled,builtin}" "--py-spy"
-  soak 0 150 540
-  SGLANG_DFLASH_TEST_SAMPLES=${SAMPLES:-8000} tests 0 "sampling" tests_sampling 360
+  tests 0 "kernel" tests_kernels 120
+  bench 0 "$D/bench" 30000 "${MODES_1GPU:-plain,ours-controlled,ours-controlled+syncwindow,builtin}" "--py-spy"
+  if [ -n "${FULL:-}" ]; then
+    soak 0 150 540
+    SGLANG_DFLASH_TEST_SAMPLES=${SAMPLES:-8000} tests 0 "sampling" tests_sampling 360
+  fi
 fi
 wait
 tail -n 3 "$D"/*.log "$D"/*/bench.log > "$D/summary.txt" 2>&1

@@ -94,3 +94,17 @@ class DraftState(SpecInput):
             self.future_indices = torch.cat([self.future_indices, other.future_indices])
         else:
             self.bonus_tokens = torch.cat([self.bonus_tokens, other.bonus_tokens])
+
+
+def translate_window_in_place(indices: torch.Tensor, used: torch.Tensor, bound: int, translate) -> None:
+    """Maps the first ``used`` (a device scalar) of ``indices`` through ``translate`` in place.
+
+    Sliding-window layers of an SWA pool (Gemma-4) keep their KV in slots of their own, so the
+    window's KV indices, written as full-pool slots, are translated before attention reads them.
+    SGLang slices ``indices[:used]`` for that, and slicing at a device count waits for the device:
+    in a verify's CUDA-graph planning that wait stalled the host each step until the draft had run.
+    Here the first ``bound`` entries (a host-known upper bound of ``used``) go through ``translate``
+    and only the used ones are kept; the rest stay as they were and are never read."""
+    head = indices[:bound]
+    live = torch.arange(head.numel(), device=head.device) < used
+    head.copy_(torch.where(live, translate(torch.where(live, head, 0)), head))

@@ -151,3 +151,52 @@ def test_verify_attention_kernel_matches_reference(case):
         assert plan(bs, hq, hkv, width, d)[1] == 1
     else:
         assert plan(bs, hq, hkv, width, d)[1] > 1
+
+
+class SwaPool:
+    """The part of SGLang's SWA KV pool the window planning uses: a full-slot -> SWA-slot map with
+    SGLang's sentinel (-1 maps to -1) at the end."""
+
+    def __init__(self, full_slots: int, g: torch.Generator) -> None:
+        swa = torch.randperm(full_slots, generator=g)[: full_slots // 2]
+        mapping = torch.full((full_slots + 1,), -1, dtype=torch.int64)
+        mapping[swa] = torch.arange(swa.numel())
+        self.full_to_swa_index_mapping = mapping.to(DEVICE)
+
+    def translate_loc_from_full_to_swa(self, kv_indices: torch.Tensor) -> torch.Tensor:
+        return self.full_to_swa_index_mapping[kv_indices]
+
+
+@pytest.mark.parametrize("bs,window", [(1, 8), (5, 16), (12, 1024)])
+def test_sync_free_window_translation_matches_sglang(bs, window):
+    """Hook 9 (sglang_dflash/integration/hooks.py): a verify's graph planning translates the
+    sliding window's KV slots without SGLang's host sync, to the same slots SGLang's own
+    ``update_sliding_window_buffer`` (its Triton index kernel included) gives."""
+    from sglang.srt.layers.attention import triton_backend
+
+    from sglang_dflash.integration import hooks
+
+    g = torch.Generator().manual_seed(bs * 1000 + window)
+    full_slots, rows, ctx, max_tokens = 6000, 16, 2048, 16 * 16
+    pool = SwaPool(full_slots, g)
+    req_to_token = torch.randint(1, full_slots, (rows, ctx), generator=g, dtype=torch.int32).to(DEVICE)
+    seq_lens = torch.randint(1, ctx, (bs,), generator=g).to(DEVICE)
+    seq_lens[0] = min(window, ctx)  # a request exactly at the window
+    req_pool_indices = torch.randperm(rows, generator=g)[:bs].to(DEVICE)
+    stale = torch.randint(0, full_slots, (max_tokens * window,), generator=g).to(DEVICE)  # last step's leftovers
+    results = []
+    for planning in (False, True):
+        indptr_buf, indices_buf = torch.zeros(rows + 1, dtype=torch.int32, device=DEVICE), stale.clone()
+        hooks._PLANNING_VERIFY_GRAPH[0] = planning
+        try:
+            results.append(hooks._window_buffer(
+                triton_backend.update_sliding_window_buffer, indptr_buf, req_to_token, window, seq_lens,
+                req_pool_indices, bs, token_to_kv_pool=pool, window_kv_indices=indices_buf))
+        finally:
+            hooks._PLANNING_VERIFY_GRAPH[0] = False
+    (ref_indptr, ref_indices, ref_lens, ref_start), (indptr, indices, lens, start) = results
+    used = int(ref_indptr[bs])
+    assert used == int(torch.minimum(seq_lens, torch.tensor(window, device=DEVICE)).sum())
+    assert torch.equal(indptr, ref_indptr) and torch.equal(lens, ref_lens) and torch.equal(start, ref_start)
+    assert torch.equal(indices[:used], ref_indices[:used])
+    assert (indices[:used] >= -1).all() and not torch.equal(indices[:used], stale[:used])

@@ -114,6 +114,8 @@ def _torch_native_forward_extend(original, self, q, k, v, layer, forward_batch, 
 
 
 BLOCK_ATTENTION_ENV = "SGLANG_DFLASH_BLOCK_ATTENTION"  # "sglang": keep SGLang's extend kernel (A/B runs)
+WINDOW_TRANSLATE_ENV = "SGLANG_DFLASH_WINDOW_TRANSLATE"  # "sglang": keep SGLang's synced translation (A/B runs)
+_TRITON = "sglang.srt.layers.attention.triton_backend"
 
 
 @functools.cache
@@ -173,6 +175,37 @@ def _triton_forward_extend(original, self, q, k, v, layer, forward_batch, *args,
         return original(self, q, k, v, layer, forward_batch, *args, **kwargs)
     finally:
         self.extend_attention_fwd = sglang_kernel
+
+
+_PLANNING_VERIFY_GRAPH = [False]  # inside TritonAttnBackend._update_target_verify_buffers
+
+
+def _target_verify_buffers(original, self, *args, **kwargs):
+    """Marks the CUDA-graph buffer planning of a target verify, for ``_window_buffer``."""
+    _PLANNING_VERIFY_GRAPH[0] = True
+    try:
+        return original(self, *args, **kwargs)
+    finally:
+        _PLANNING_VERIFY_GRAPH[0] = False
+
+
+def _window_buffer(original, *args, **kwargs):
+    """``update_sliding_window_buffer`` while a verify's graph buffers are planned: the window's
+    full-to-SWA slot translation without the host sync of SGLang's ``indices[:device_count]``
+    (``kv_cache.translate_window_in_place``).  Everything else goes to SGLang's function as is."""
+    a = _signature(original).bind(*args, **kwargs)
+    a.apply_defaults()
+    a = a.arguments
+    pool, indices = a["token_to_kv_pool"], a["window_kv_indices"]
+    if (not _PLANNING_VERIFY_GRAPH[0] or indices is None or a["skip_full_to_swa_translation"]
+            or not hasattr(pool, "translate_loc_from_full_to_swa")):
+        return original(*args, **kwargs)
+    out = original(**{**a, "skip_full_to_swa_translation": True})
+    from sglang_dflash.kv_cache import translate_window_in_place
+
+    bs, window = a["bs"], a["sliding_window_size"]
+    translate_window_in_place(out[1], out[0][bs], bs * window, pool.translate_loc_from_full_to_swa)
+    return out
 
 
 def _update_finish_state(original, self, new_accepted_len: int = 1):
@@ -250,3 +283,7 @@ def install() -> None:
     if os.environ.get(BLOCK_ATTENTION_ENV, "ours").strip().lower() != "sglang":
         HookRegistry.register("sglang.srt.layers.attention.triton_backend.TritonAttnBackend.forward_extend",
                               _triton_forward_extend, HookType.AROUND)
+    if os.environ.get(WINDOW_TRANSLATE_ENV, "ours").strip().lower() != "sglang":
+        HookRegistry.register(f"{_TRITON}.TritonAttnBackend._update_target_verify_buffers", _target_verify_buffers,
+                              HookType.AROUND)
+        HookRegistry.register(f"{_TRITON}.update_sliding_window_buffer", _window_buffer, HookType.AROUND)
