@@ -6,7 +6,8 @@
   and `ours-sglang-attention` (ours with SGLang's extend kernel for the block attention).
   A mode may name variants after '+': `ours-controlled+nooverlap` (SGLang's non-overlapped
   scheduler), `ours-controlled+auto` (load-adaptive verify width), `ours-controlled+syncwindow`
-  (SGLang's own window-slot translation in verify planning, with its host sync: hook 9's A/B).
+  (SGLang's own window-slot translation in verify planning, with its host sync: hook 9's A/B),
+  `+compile` (SGLang's torch.compile of the graphs; run plain+compile beside it).
 
 For every concurrency it reports the plain step time, the
 speculative cycle time (draft + verify + bookkeeping) and cycle/step, tokens per cycle and decode
@@ -49,6 +50,9 @@ VARIANTS = {
     "nooverlap": (["--disable-overlap-schedule"], {}),
     "auto": ([], {"SGLANG_DFLASH_VERIFY_WIDTH": "auto"}),  # load-adaptive verify width
     "syncwindow": ([], {"SGLANG_DFLASH_WINDOW_TRANSLATE": "sglang"}),  # SGLang's synced window translation
+    # SGLang's torch.compile of the decode/verify graphs (fuses each layer's elementwise ops); give
+    # plain the same variant for a fair ratio
+    "compile": (["--enable-torch-compile", "--torch-compile-max-bs", "32"], {}),
 }
 URL = "http://127.0.0.1:30000"  # --port sets it
 
