@@ -193,12 +193,13 @@ def _window_buffer(original, *args, **kwargs):
     """``update_sliding_window_buffer`` while a verify's graph buffers are planned: the window's
     full-to-SWA slot translation without the host sync of SGLang's ``indices[:device_count]``
     (``kv_cache.translate_window_in_place``).  Everything else goes to SGLang's function as is."""
+    if not _PLANNING_VERIFY_GRAPH[0]:  # plain decode's planning and eager forwards: untouched, unparsed
+        return original(*args, **kwargs)
     a = _signature(original).bind(*args, **kwargs)
     a.apply_defaults()
     a = a.arguments
     pool, indices = a["token_to_kv_pool"], a["window_kv_indices"]
-    if (not _PLANNING_VERIFY_GRAPH[0] or indices is None or a["skip_full_to_swa_translation"]
-            or not hasattr(pool, "translate_loc_from_full_to_swa")):
+    if indices is None or a["skip_full_to_swa_translation"] or not hasattr(pool, "translate_loc_from_full_to_swa"):
         return original(*args, **kwargs)
     out = original(**{**a, "skip_full_to_swa_translation": True})
     from sglang_dflash.kv_cache import translate_window_in_place
