@@ -261,7 +261,7 @@ def main() -> None:
     ap.add_argument("--tp", type=int, default=1, help="--tp-size of every server (2: two GPUs)")
     ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of every ours* server, e.g. SGLANG_DFLASH_VERIFY_KNEE=256 (repeatable)")
-    ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps")
+    ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps at the largest concurrency")
     ap.add_argument("--py-spy", action="store_true",
                     help="sample the scheduler's Python stacks (py-spy) during a decode round at each concurrency")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
@@ -301,8 +301,9 @@ def main() -> None:
         if mode.startswith("ours"):
             env.update(kv.split("=", 1) for kv in a.ours_env)
             env["SGLANG_DFLASH_PROFILE"] = "1"
-            if a.torch_profile:
+            if a.torch_profile:  # the largest concurrency's steps: the batch whose cost is in question
                 env["SGLANG_DFLASH_TORCH_PROFILE"] = os.path.join(a.out, f"profile_{tag}")
+                env["SGLANG_DFLASH_TORCH_PROFILE_BS"] = str(max(concs))
         if base == "ours-controlled":
             env.update(SGLANG_DFLASH_BENCH_ACCEPT=str(a.accept), SGLANG_DFLASH_BENCH_CONTINUATIONS=conts_path)
         log(f"=== {mode}")

@@ -11,7 +11,8 @@
 #          soak (gemma-4-31B-it layer shapes, 12 layers, float32, 32 concurrent), then the kernels.
 #   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
 #          benchmark with --tp 2.
-# With 2 GPUs: the TP2 tests and the TP2 benchmark.  With 1: Gemma-4 lossless tests, the kernels
+# With 2 GPUs: the TP2 tests and the TP2 benchmark (on H200s then the c32 A/B and profile of
+# issue 5, one GPU each).  With 1: Gemma-4 lossless tests, the kernels
 # and the benchmark (FULL=1: then the soak and the sampling law), one after the other.
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
@@ -27,7 +28,7 @@ python -c "import sys; sys.path.insert(0, 'tests'); from markov_model import mar
 bench() {  # $1: GPUs, $2: out dir, $3: port, $4: modes, $5: extra args
   mkdir -p "$2"
   CUDA_VISIBLE_DEVICES=$1 timeout "$BENCH_S" python scripts/bench_gemma.py --configs .devbundle/configs \
-    --concurrency 1,8,32 --new-tokens "${NEW_TOKENS:-256}" --modes "$4" --accept 8.59 --port "$3" --out "$2" $5 > "$2/bench.log" 2>&1
+    --concurrency "${CONCURRENCY:-1,8,32}" --new-tokens "${NEW_TOKENS:-256}" --modes "$4" --accept 8.59 --port "$3" --out "$2" $5 > "$2/bench.log" 2>&1
   echo "bench rc $?" >> "$2/bench.log"
 }
 tests() {  # $1: GPUs, $2: pytest -k expression, $3: log name, $4: seconds (server logs under $D/$3/)
@@ -47,9 +48,19 @@ if [ "$NGPU" -ge 4 ]; then
   (tests 1 "equals_plain and not tp2" tests_lossless 720; soak 1 150 540; tests 1 "kernel" tests_kernels 120) &
   (tests 2,3 "tp2" tests_tp2 600; tests 2 "sampling" tests_sampling 420
    bench 2,3 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2") &
-elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue 8)
+elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue 8) ...
   tests 0,1 "tp2" tests_tp2 600
   bench 0,1 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2"
+  # ... then, where one card holds the 31B model with a c32 KV pool (H200), the c32 questions of
+  # issue 5 on one GPU each: hook 9's A/B beside plain (GPU 0), and the hook-9 kernel case plus an
+  # op-by-op torch profile of c32 steps, replaying GPU 0's recorded continuations (GPU 1).
+  if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -ge 100000 ]; then
+    CONCURRENCY=32 bench 0 "$D/bench" 30000 plain,ours-controlled,ours-controlled+syncwindow "--py-spy" &
+    (tests 1 "kernel" tests_kernels 120
+     for _ in $(seq 80); do [ -s "$D/bench/continuations.json" ] && break; sleep 5; done; sleep 10
+     CONCURRENCY=32 bench 1 "$D/bench_prof" 30020 ours-controlled \
+       "--torch-profile --continuations $D/bench/continuations.json") &
+  fi
 else  # Gemma-4 lossless under both schedulers (graphed verify planning included), the kernels, the
   # benchmark with hook 9's A/B; FULL=1 adds the soak and the sampling law (both passed in session 5)
   tests 0 "gemma4 and cuda_graphs" tests_gemma4 420

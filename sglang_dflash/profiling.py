@@ -25,27 +25,39 @@ logger = logging.getLogger("sglang_dflash")
 class StepProfiler:
     """SGLANG_DFLASH_TORCH_PROFILE=DIR: a torch.profiler table of decode steps 20..29, written to
     DIR/sglang_dflash_profile.txt (where a cycle's device and host time go, op by op) and its
-    timeline to DIR/sglang_dflash_trace.json.gz (chrome://tracing / Perfetto)."""
+    timeline to DIR/sglang_dflash_trace.json.gz (chrome://tracing / Perfetto).
+    SGLANG_DFLASH_TORCH_PROFILE_BS=N counts only steps of N requests: a benchmark reaches its
+    largest batch after hundreds of smaller steps, and that batch is the one whose cost is in
+    question."""
 
-    def __init__(self, out_dir: str, first: int = 20, count: int = 10) -> None:
+    def __init__(self, out_dir: str, first: int = 20, count: int = 10, bs: Optional[int] = None) -> None:
         self.out_dir, self.first, self.last = out_dir, first, first + count
+        self.bs = bs
         self.step = 0
         self.prof = None
 
     @classmethod
     def from_env(cls) -> Optional["StepProfiler"]:
         out = os.environ.get("SGLANG_DFLASH_TORCH_PROFILE")
-        return cls(out) if out else None
+        bs = os.environ.get("SGLANG_DFLASH_TORCH_PROFILE_BS")
+        return cls(out, bs=int(bs) if bs else None) if out else None
 
-    def before_step(self) -> None:
-        if self.step == self.first:
+    def counts(self, bs: int) -> bool:
+        """Whether a step of ``bs`` requests is one of the steps counted towards the window (once
+        the profile runs, every step is in it until the window's last counted one ends)."""
+        return self.bs is None or bs == self.bs
+
+    def before_step(self, bs: int) -> None:
+        if self.step == self.first and self.prof is None and self.counts(bs):
             acts = [torch.profiler.ProfilerActivity.CPU]
             if torch.cuda.is_available():
                 acts.append(torch.profiler.ProfilerActivity.CUDA)
             self.prof = torch.profiler.profile(activities=acts)
             self.prof.__enter__()
 
-    def after_step(self) -> None:
+    def after_step(self, bs: int) -> None:
+        if not self.counts(bs):
+            return
         self.step += 1
         if self.prof is not None and self.step == self.last:
             if torch.cuda.is_available():
@@ -55,7 +67,8 @@ class StepProfiler:
                                                    else "self_cpu_time_total", row_limit=60)
             os.makedirs(self.out_dir, exist_ok=True)
             with open(os.path.join(self.out_dir, "sglang_dflash_profile.txt"), "w") as f:
-                f.write(f"decode steps {self.first}..{self.last - 1}\n{table}\n")
+                f.write(f"decode steps {self.first}..{self.last - 1}{'' if self.bs is None else f' of {self.bs} requests'}"
+                        f"\n{table}\n")
             # the timeline shows where the device waits on the host, which the table cannot
             trace = os.path.join(self.out_dir, "sglang_dflash_trace.json")
             self.prof.export_chrome_trace(trace)

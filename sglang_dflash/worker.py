@@ -162,10 +162,10 @@ class DFlashWorker(BaseSpecWorker):
                 # must be in the grammars before this step reads their states.
                 grammar_barrier()
             if self.profiler is not None:
-                self.profiler.before_step()
+                self.profiler.before_step(batch.batch_size())
             result = self._decode(batch)
             if self.profiler is not None:
-                self.profiler.after_step()
+                self.profiler.after_step(batch.batch_size())
         if on_publish is not None:
             on_publish(result.new_seq_lens)
         return result

@@ -81,3 +81,25 @@ def test_means_and_cycles_are_per_batch_size(caplog, tmp_path, monkeypatch):
     assert phases(str(log), t0, t0 + 2, 32) == {"verify": 60.0, "step": 60.0, "cycle": 61.0}
     assert phases(str(log), t0, t0 + 2, 5)["step"] == 20.0
     assert phases(str(log), t0, t0 + 2, 8) == {}
+
+
+def test_torch_profile_window_counts_only_the_asked_batch_size(tmp_path):
+    """SGLANG_DFLASH_TORCH_PROFILE_BS: the window opens at the asked size's N-th step, however many
+    steps of other sizes came first, and closes after its count of that size's steps."""
+    import torch
+
+    from sglang_dflash.profiling import StepProfiler
+
+    prof = StepProfiler(str(tmp_path), first=2, count=2, bs=32)
+    x = torch.ones(64, 64)
+    marks = []
+    for i, bs in enumerate([1, 1, 1, 32, 8, 32, 1, 32, 32, 32, 32]):
+        prof.before_step(bs)
+        marks.append((i, prof.prof is not None))
+        torch.mm(x, x)
+        prof.after_step(bs)
+    # steps 7 and 8 are the third and fourth of 32 requests: the window; the 1s and the 8 do not count
+    assert [i for i, on in marks if on] == [7, 8]
+    table = (tmp_path / "sglang_dflash_profile.txt").read_text()
+    assert table.startswith("decode steps 2..3 of 32 requests") and "aten::mm" in table
+    assert (tmp_path / "sglang_dflash_trace.json.gz").stat().st_size > 0
