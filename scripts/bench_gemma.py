@@ -68,7 +68,11 @@ def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], p
             "--attention-backend", "triton", "--sampling-backend", "pytorch", "--grammar-backend", "none",
             "--cuda-graph-backend-prefill", "disabled",
             "--cuda-graph-bs-decode", *map(str, sorted(set(concs))),  # graphs for the measured sizes only
-            "--max-running-requests", str(max_bs), "--mem-fraction-static", "0.85", "--context-length", "4096",
+            # Under TP2 a card holds half the weights, so SGLang's static share becomes a pool of twice
+            # the tokens, and the DFLASH draft's KV pool (sized by that token count, allocated after it)
+            # left 3 GB for activations: both DFLASH workers ran out of memory at c32 (2x H200, 0.85).
+            "--max-running-requests", str(max_bs), "--mem-fraction-static", "0.85" if tp == 1 else "0.75",
+            "--context-length", "4096",
             "--disable-radix-cache", "--chunked-prefill-size", "2048", "--log-level", "info", "--tp-size", str(tp)]
     if mode != "plain":
         args += ["--speculative-algorithm", "DFLASH",

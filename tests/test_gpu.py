@@ -16,7 +16,7 @@ from helpers import (
 )
 from markov_model import markov_model
 from test_sampling_distribution import CONFIGS, GREEDY_PROMPTS, ORACLE, PROMPT, compare
-from workload import generate, greedy_logprob_error, logprob_request, prompts
+from workload import generate, greedy_logprob_error, logprob_request, parting, prompts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -91,19 +91,36 @@ def test_gpu_partial_verify_equals_plain(tmp_path):
 @pytest.mark.parametrize("target,draft", PAIRS)
 def test_gpu_tp2_dflash_equals_plain_tp1(target, draft, tmp_path):
     """Issue 8 on two GPUs: our DFLASH with --tp-size 2 (sharded draft, vocabulary-sharded greedy
-    draft head, CUDA graphs, overlap scheduler) gives plain --tp-size 1 decoding's greedy output."""
+    draft head, CUDA graphs, overlap scheduler) gives plain --tp-size 1 decoding's greedy output.
+
+    TP2 sums every layer's output over two shards: another float32 rounding than TP1's, which can
+    flip a near-tie of these tiny random models (plain's top two logprobs 0.002 apart are common).
+    So a run may part from plain TP1 only where plain TP1 rates its token within 5e-3 of its own
+    (``parting``, the rule the logprob checks above use); a wrong KV slot, window, vocabulary shard
+    or acceptance parts at a decided position.  Every prompt is checked, one at a time and batched."""
     import torch
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")
     models = tiny_models(checks=False)
-    p_single, p_batch, _, _, _ = plain(models, target, tmp_path)
-    s_single, s_batch, meta, _, log = run(models, target, draft, tmp_path / "dflash_tp2.log", "overlap",
-                                          extra=["--tp-size", "2"])
+    ids = prompts(8)
+    with server(gpu_server_args(os.path.join(models, target), free_port()), tmp_path / "plain_tp1.log",
+                env=FP32_ENV) as srv:
+        refs = [logprob_request(srv.url, p, max_new_tokens=64)["meta_info"] for p in ids]
+    args = gpu_server_args(os.path.join(models, target), free_port()) + ["--tp-size", "2"]
+    args += dflash_args(os.path.join(models, draft)) + ["--speculative-draft-attention-backend", "triton"]
+    with server(args, tmp_path / "dflash_tp2.log", env=FP32_ENV) as srv:
+        single = [generate(srv.url, p)["output_ids"] for p in ids]
+        batch = generate(srv.url, ids)
+        lp = logprob_request(srv.url, ids[1])["meta_info"]
+        log = srv.log()
     assert "sglang-dflash worker ready" in log
-    assert s_single == p_single
-    assert s_batch == p_batch
-    assert all(m["spec_verify_ct"] >= 1 for m in meta)
+    assert all(o["meta_info"]["spec_verify_ct"] >= 1 for o in batch)
+    parts = {f"{how} {i}": parting(out, ref, tol=5e-3)
+             for how, outs in (("single", single), ("batch", [o["output_ids"] for o in batch]))
+             for i, (out, ref) in enumerate(zip(outs, refs))}
+    print("TP2 runs parting from plain TP1 at a near-tie:", {k: v for k, v in parts.items() if v is not None})
+    assert greedy_logprob_error(lp, refs[1], tol=5e-3) <= 5e-3
 
 
 def sample_over_http(url, n):

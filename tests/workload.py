@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import requests
 
@@ -124,19 +125,30 @@ def logprob_error(a, b, relative_beyond_one: bool = False) -> float:
     return max([abs(x - y) / scale(y) for x, y in zip(fa, fb)], default=0.0)
 
 
+def parting(ids: list[int], plain: dict, tol: float) -> Optional[int]:
+    """Where greedy output ``ids`` parts from plain decoding's (``plain``: its logprob meta_info,
+    top logprobs included), None if nowhere.  Runs whose numerics differ by up to ``tol`` may part
+    only at a near-tie: plain decoding must rate the other run's token within ``tol`` of its own
+    there (AssertionError otherwise).  From there on the texts differ and are not compared."""
+    p_out = plain["output_token_logprobs"]
+    cut = next((i for i, (a, b) in enumerate(zip(ids, p_out)) if a != b[1]), None)
+    if cut is None:
+        assert len(ids) == len(p_out), f"{len(ids)} tokens against plain's {len(p_out)}"
+        return None
+    rated = {tid: lp for lp, tid, *_ in plain["output_top_logprobs"][cut]}
+    assert ids[cut] in rated and abs(rated[ids[cut]] - p_out[cut][0]) <= tol, (
+        f"the runs part at output position {cut}: token {ids[cut]} against plain's {p_out[cut][1]}, "
+        f"not a near-tie (plain's top logprobs there: {plain['output_top_logprobs'][cut]})")
+    return cut
+
+
 def greedy_logprob_error(spec: dict, plain: dict, tol: float) -> float:
     """``logprob_error`` over every LOGPROB_KEYS entry of two greedy requests' meta_info, where
     numerics that differ by up to ``tol`` (a 16-token verify against 1-token decoding on a GPU)
-    may flip a near-tie: the emitted tokens may part at one position only if plain decoding
-    rates the other run's token within ``tol`` of its own there (AssertionError otherwise);
-    from that position on the runs continue different texts and are not compared."""
+    may flip a near-tie (``parting``); outputs are compared up to where they part."""
     s_out, p_out = spec["output_token_logprobs"], plain["output_token_logprobs"]
-    cut = next((i for i, (a, b) in enumerate(zip(s_out, p_out)) if a[1] != b[1]), len(p_out))
-    if cut < len(p_out):
-        rated = {tid: lp for lp, tid, *_ in plain["output_top_logprobs"][cut]}
-        assert s_out[cut][1] in rated and abs(rated[s_out[cut][1]] - p_out[cut][0]) <= tol, (
-            f"the runs part at output position {cut}: token {s_out[cut][1]} against plain's {p_out[cut][1]}, "
-            f"not a near-tie (plain's top logprobs there: {plain['output_top_logprobs'][cut]})")
+    cut = parting([t[1] for t in s_out], plain, tol)
+    cut = len(p_out) if cut is None else cut
     worst = 0.0
     for key in LOGPROB_KEYS:
         a, b = spec.get(key), plain.get(key)
