@@ -162,6 +162,11 @@ def steady_state(runs: list[tuple[dict, list[tuple[float, int]]]], concurrent: b
     timelines = [m for _, m in runs]
     windows = ([(max(m[0][0] for m in timelines), min(m[-1][0] for m in timelines))] * len(timelines)
                if concurrent else [(m[0][0], m[-1][0]) for m in timelines])
+    if any(b <= a for a, b in windows):
+        # A request finished before another had its first token (2x H200, TP2, c32: one round took
+        # less time than the spread of the requests' arrivals): no full batch to measure.
+        log("no window in which every request of the round decodes: steady-state figures not measured")
+        return dict(window_s=None, window_cycles=None, decode_tok_s=None, accept_len=None, step_ms=None)
     toks = cycles = 0.0
     rate = cycle_s = 0.0
     for (out, marks), (a, b) in zip(runs, windows):
@@ -355,8 +360,9 @@ def summarize(results: dict, concs: list[int]) -> None:
     for mode, rows in runs.items():
         for r in rows:
             plain = next((p for p in runs.get("plain", []) if p["conc"] == r["conc"]), None)
-            ratio = f"{r['step_ms'] / plain['step_ms']:.2f}" if plain and mode != "plain" else "-"
-            dec = f"{r['decode_tok_s'] / plain['decode_tok_s']:.2f}" if plain else "-"
+            steady = plain and plain["step_ms"] and r["step_ms"]
+            ratio = f"{r['step_ms'] / plain['step_ms']:.2f}" if steady and mode != "plain" else "-"
+            dec = f"{r['decode_tok_s'] / plain['decode_tok_s']:.2f}" if steady else "-"
             wall = f"{r['tok_s'] / plain['tok_s']:.2f}" if plain else "-"
             lines.append(f"| {mode} | {r['conc']} | {r['accept_len']} | {r['step_ms']} | {ratio} | {r['decode_tok_s']} | {dec} "
                          f"| {r['tok_s']} | {wall} |")
