@@ -13,6 +13,11 @@ absolute position p sees keys at p - window .. p.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+from typing import NamedTuple, Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -30,7 +35,7 @@ def _split_kernel(
     stride_kbs, stride_kbh, stride_vbs, stride_vbh, stride_ot, stride_oh,
     GROUP: tl.constexpr, HG: tl.constexpr, E_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
+    CAUSAL: tl.constexpr, WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, K_ROWS: tl.constexpr,
 ):
     b = tl.program_id(0)
     h0 = tl.program_id(1) * HG
@@ -66,8 +71,12 @@ def _split_kernel(
         n = start + offs_n
         n_ok = n < hi
         loc = tl.load(kv_indices + kv_start + n, mask=n_ok, other=0).to(tl.int64)
-        k = tl.load(K_buf + loc[None, :] * stride_kbs + kvh * stride_kbh + offs_d[:, None],
-                    mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+        if K_ROWS:  # each key's row as stored (contiguous in D), transposed on chip
+            k = tl.trans(tl.load(K_buf + loc[:, None] * stride_kbs + kvh * stride_kbh + offs_d[None, :],
+                                 mask=n_ok[:, None] & d_ok[None, :], other=0.0))
+        else:
+            k = tl.load(K_buf + loc[None, :] * stride_kbs + kvh * stride_kbh + offs_d[:, None],
+                        mask=n_ok[None, :] & d_ok[:, None], other=0.0)
         qk = tl.dot(q, k) * sm_scale
         if HAS_CAP:
             qk = logit_cap * (2.0 * tl.sigmoid(2.0 * qk / logit_cap) - 1.0)  # cap * tanh(qk / cap)
@@ -157,22 +166,72 @@ def plan(bs: int, num_q_heads: int, num_kv_heads: int, width: int, dv: int) -> t
     return hg, splits
 
 
+class KernelConfig(NamedTuple):
+    """One launch of the split kernel.  ``choose_config`` gives the default; benchmarks sweep
+    others (scripts/bench_block_attention.py --sweep), and every one computes the same attention."""
+
+    heads_per_program: int  # query heads of one KV head that share a program (a divisor of the group)
+    splits: int  # prefix slices, merged by log-sum-exp (a power of two)
+    block_n: int  # keys per tile
+    num_warps: int
+    num_stages: int
+    k_rows: bool = False  # load K tiles row by row as stored and transpose on chip
+
+
+LAUNCHES_ENV = "SGLANG_DFLASH_ATTN_LAUNCHES"
+
+
+@functools.lru_cache(maxsize=1)
+def _measured_launches(path: Optional[str]) -> dict:
+    """``SGLANG_DFLASH_ATTN_LAUNCHES=FILE``: launches measured best for given shapes, keyed
+    ``"q_heads,kv_heads,head_dim,bs"`` (written by scripts/bench_block_attention.py --sweep)."""
+    if not path:
+        return {}
+    with open(path) as f:
+        return {k: KernelConfig(**v) for k, v in json.load(f).items()}
+
+
+def launch_key(bs: int, num_q_heads: int, num_kv_heads: int, d: int) -> str:
+    return f"{num_q_heads},{num_kv_heads},{d},{bs}"
+
+
+def choose_config(bs: int, num_q_heads: int, num_kv_heads: int, width: int, d: int, dv: int) -> KernelConfig:
+    measured = _measured_launches(os.environ.get(LAUNCHES_ENV))
+    key = launch_key(bs, num_q_heads, num_kv_heads, d)
+    if key in measured:
+        return measured[key]
+    hg, splits = plan(bs, num_q_heads, num_kv_heads, width, dv)
+    block_dv = triton.next_power_of_2(dv)
+    e_pad = max(16, triton.next_power_of_2(width))
+    block_n = 64 if max(triton.next_power_of_2(d), block_dv) <= 128 else 32
+    return KernelConfig(hg, splits, block_n, 8 if e_pad * hg * block_dv >= 8192 else 4, 2)
+
+
+def _check(cfg: KernelConfig, group: int) -> None:
+    pow2 = lambda x: x >= 1 and x & (x - 1) == 0  # noqa: E731
+    if not (group % cfg.heads_per_program == 0 and pow2(cfg.heads_per_program) and pow2(cfg.splits)
+            and pow2(cfg.block_n) and cfg.block_n >= 16):
+        raise ValueError(f"verify_attention: invalid {cfg} for {group} query heads per KV head")
+
+
 def verify_attention(
     q: torch.Tensor, k_ext: torch.Tensor, v_ext: torch.Tensor, o: torch.Tensor,
     k_buffer: torch.Tensor, v_buffer: torch.Tensor, qo_indptr: torch.Tensor, kv_indptr: torch.Tensor,
     kv_indices: torch.Tensor, causal: bool, max_extend_len: int, sm_scale: float,
-    logit_cap: float = 0.0, sliding_window_size: int = -1,
+    logit_cap: float = 0.0, sliding_window_size: int = -1, config: Optional[KernelConfig] = None,
 ) -> None:
     """Writes attention of every extend query into ``o`` [T, Hq, Dv].  ``q`` [T, Hq, D],
     ``k_ext``/``v_ext`` [T, Hkv, D/Dv] (the block's own keys and values), ``k_buffer``/``v_buffer``
     [slots, Hkv, D/Dv] with the prefix at ``kv_indices[kv_indptr[b]:kv_indptr[b+1]]``.
-    ``sliding_window_size`` W > 0: a query sees keys at most W positions back."""
+    ``sliding_window_size`` W > 0: a query sees keys at most W positions back.  ``config``:
+    the launch (default ``choose_config``)."""
     bs = qo_indptr.shape[0] - 1
     _, num_q_heads, d = q.shape
     num_kv_heads, dv = k_ext.shape[1], v_ext.shape[2]
-    hg, splits = plan(bs, num_q_heads, num_kv_heads, max_extend_len, dv)
+    cfg = config or choose_config(bs, num_q_heads, num_kv_heads, max_extend_len, d, dv)
+    _check(cfg, num_q_heads // num_kv_heads)
+    hg, splits = cfg.heads_per_program, cfg.splits
     block_d, block_dv = triton.next_power_of_2(d), triton.next_power_of_2(dv)
-    block_n = 64 if max(block_d, block_dv) <= 128 else 32
     e_pad = max(16, triton.next_power_of_2(max_extend_len))
     if splits > 1:
         part_acc = torch.empty((q.shape[0], num_q_heads, splits, block_dv), dtype=torch.float32, device=q.device)
@@ -186,9 +245,9 @@ def verify_attention(
         q.stride(0), q.stride(1), k_ext.stride(0), k_ext.stride(1), v_ext.stride(0), v_ext.stride(1),
         k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1), o.stride(0), o.stride(1),
         GROUP=num_q_heads // num_kv_heads, HG=hg, E_PAD=e_pad, NUM_SPLITS=splits, D=d, DV=dv,
-        BLOCK_D=block_d, BLOCK_DV=block_dv, BLOCK_N=block_n, CAUSAL=causal,
-        WINDOW=max(sliding_window_size, 0), HAS_CAP=logit_cap > 0,
-        num_warps=8 if e_pad * hg * block_dv >= 8192 else 4, num_stages=2,
+        BLOCK_D=block_d, BLOCK_DV=block_dv, BLOCK_N=cfg.block_n, CAUSAL=causal,
+        WINDOW=max(sliding_window_size, 0), HAS_CAP=logit_cap > 0, K_ROWS=cfg.k_rows,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:
         _merge_kernel[(q.shape[0], num_q_heads)](

@@ -1,18 +1,27 @@
 """Block attention at gemma-4-31B-it shapes: SGLang's Triton extend kernel vs ours (split-KV).
 
     python scripts/bench_block_attention.py [--prefix 512] [--batch 1,8,32] [--out DIR]
+    python scripts/bench_block_attention.py --sweep [--batch 32] [--kinds target-sliding,target-global]
 
 For each layer kind (target sliding / global, draft) and batch size: both kernels on the same
 inputs (bf16, block of 16, page size 1, shuffled slots), their max difference, microseconds per
 call (CUDA graph replays, as in the verify graph; also at other split counts), and the bytes each call must read (K/V of the prefix + Q) as
 an effective bandwidth.  Writes block_attention.json under --out.
+
+--sweep times our kernel under every launch of a grid (heads per program, prefix splits, keys per
+tile, warps, stages, K tile loaded as rows or columns; ``KernelConfig``), each checked against
+SGLang's output, and writes the ranking to block_attention_sweep.json: where the default launch
+stands and what the best one gains, per kind and batch size.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import random
+import time
 
 import torch
 
@@ -46,7 +55,8 @@ def timed(fn, per_graph: int = 20, replays: int = 20) -> float:
     return start.elapsed_time(end) * 1000 / (per_graph * replays)
 
 
-def case(kind: str, bs: int, prefix: int, width: int = 16) -> dict:
+def inputs(kind: str, bs: int, prefix: int, width: int = 16) -> dict:
+    """One layer's block-attention call at gemma-4-31B-it shapes, with SGLang's output as the reference."""
     hq, hkv, d, causal, window = KINDS[kind]
     g = torch.Generator(device="cuda").manual_seed(0)
     slots = bs * (prefix + width) + 64
@@ -59,18 +69,31 @@ def case(kind: str, bs: int, prefix: int, width: int = 16) -> dict:
     kv_indptr = torch.arange(bs + 1, device="cuda", dtype=torch.int32) * kv_len
     kv_indices = perm[: bs * kv_len].to(torch.int32)
     qo_indptr = torch.arange(bs + 1, device="cuda", dtype=torch.int32) * width
-    o_ref, o_ours = torch.empty_like(q), torch.empty_like(q)
-    scale = 1.0
+    o_ref = torch.empty_like(q)
     run_ref = lambda: extend_attention_fwd(q, k, v, o_ref, kbuf, vbuf, qo_indptr, kv_indptr, kv_indices, None,  # noqa: E731
-                                           causal, None, width, 1.0, 1.0, scale, sliding_window_size=window)
-    run_ours = lambda: verify_attention(q, k, v, o_ours, kbuf, vbuf, qo_indptr, kv_indptr, kv_indices, causal,  # noqa: E731
-                                        width, scale, 0.0, window)
+                                           causal, None, width, 1.0, 1.0, 1.0, sliding_window_size=window)
     run_ref()
+    return dict(args=(q, k, v, kbuf, vbuf, qo_indptr, kv_indptr, kv_indices, causal, width, 1.0, 0.0, window),
+                run_ref=run_ref, o_ref=o_ref, read=bs * (kv_len * hkv * d * 2 * 2 + width * hq * d * 2))
+
+
+def ours(x: dict, config=None):
+    """A call of our kernel on ``x``'s inputs (with ``config``) and the output it writes."""
+    q, k, v, kbuf, vbuf, qo_indptr, kv_indptr, kv_indices, causal, width, scale, cap, window = x["args"]
+    o = torch.empty_like(q)
+    return (lambda: verify_attention(q, k, v, o, kbuf, vbuf, qo_indptr, kv_indptr, kv_indices, causal, width,  # noqa: E731
+                                     scale, cap, window, config=config)), o
+
+
+def case(kind: str, bs: int, prefix: int, width: int = 16) -> dict:
+    hq, hkv, d = KINDS[kind][:3]
+    x = inputs(kind, bs, prefix, width)
+    run_ref, o_ref, read = x["run_ref"], x["o_ref"], x["read"]
+    run_ours, o_ours = ours(x)
     run_ours()
     torch.cuda.synchronize()
     diff = (o_ref.float() - o_ours.float()).abs().max().item()
     us_ref, us_ours = timed(run_ref), timed(run_ours)
-    read = bs * (kv_len * hkv * d * 2 * 2 + width * hq * d * 2)
     hg, splits = va.plan(bs, hq, hkv, width, d)
     sweep = {}  # the same kernel at other split counts (va._TARGET_PROGRAMS sets how many)
     default = va._TARGET_PROGRAMS
@@ -84,20 +107,71 @@ def case(kind: str, bs: int, prefix: int, width: int = 16) -> dict:
             "ours_us_by_splits": sweep}
 
 
+def launches(kind: str) -> list:
+    """The sweep's grid: every launch that tiles this kind's heads (accumulators up to twice the
+    default cap), in a fixed shuffled order so that a time budget samples every dimension."""
+    hq, hkv, d = KINDS[kind][:3]
+    group = hq // hkv
+    hgs = [h for h in (1, 2, 4, 8, 16) if group % h == 0 and 16 * h * d <= 2 * va._MAX_TILE]
+    grid = [va.KernelConfig(*c) for c in itertools.product(hgs, (1, 2, 4), (16, 32, 64), (4, 8), (1, 2, 3),
+                                                           (False, True))]
+    random.Random(0).shuffle(grid)
+    return grid
+
+
+def sweep(kind: str, bs: int, prefix: int, budget_s: float) -> dict:
+    """Our kernel under each launch of ``launches`` (until ``budget_s``), ranked by time."""
+    hq, hkv, d, _, _ = KINDS[kind]
+    x = inputs(kind, bs, prefix)
+    default = va.choose_config(bs, hq, hkv, 16, d, d)
+    rows, t0 = [], time.time()
+    for cfg in [default] + [c for c in launches(kind) if c != default]:
+        if time.time() - t0 > budget_s:
+            break
+        run, o = ours(x, cfg)
+        try:
+            run()
+            torch.cuda.synchronize()
+            diff = (x["o_ref"].float() - o.float()).abs().max().item()
+            us = timed(run, per_graph=10, replays=10)
+        except Exception as e:  # noqa: BLE001 - e.g. a tile that needs more shared memory than the SM has
+            rows.append({"config": cfg._asdict(), "error": str(e).splitlines()[0][:200]})
+            continue
+        rows.append({"config": cfg._asdict(), "us": round(us, 2), "GBps": round(x["read"] / us / 1e3, 1),
+                     "max_abs_diff": diff, "ok": diff < 0.05})
+    timed_rows = sorted((r for r in rows if r.get("ok")), key=lambda r: r["us"])
+    out = {"kind": kind, "bs": bs, "prefix": prefix, "tried": len(rows), "default": rows[0],
+           "best": timed_rows[:5], "wrong": [r for r in rows if r.get("ok") is False],
+           "errors": sum("error" in r for r in rows)}
+    if timed_rows and "us" in rows[0]:
+        out["best_speedup_over_default"] = round(rows[0]["us"] / timed_rows[0]["us"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prefix", type=int, default=512)
     ap.add_argument("--batch", default="1,8,32")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    ap.add_argument("--sweep", action="store_true", help="rank our kernel's launches (see above)")
+    ap.add_argument("--kinds", default=",".join(KINDS))
+    ap.add_argument("--budget-s", type=float, default=120, help="--sweep: seconds per kind and batch size")
     args = ap.parse_args()
     rows = []
-    for kind in KINDS:
+    for kind in args.kinds.split(","):
         for bs in map(int, args.batch.split(",")):
-            row = case(kind, bs, args.prefix)
+            row = sweep(kind, bs, args.prefix, args.budget_s) if args.sweep else case(kind, bs, args.prefix)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    with open(os.path.join(args.out, "block_attention.json"), "w") as f:
+    name = "block_attention_sweep.json" if args.sweep else "block_attention.json"
+    with open(os.path.join(args.out, name), "w") as f:
         json.dump(rows, f, indent=1)
+    if args.sweep:  # the winners, for SGLANG_DFLASH_ATTN_LAUNCHES (bench_gemma.py --attn-launches)
+        table = {va.launch_key(r["bs"], *KINDS[r["kind"]][:3]): r["best"][0]["config"] for r in rows
+                 if r.get("best_speedup_over_default", 0) >= 1.03}
+        with open(os.path.join(args.out, "block_attention_launches.json"), "w") as f:
+            json.dump(table, f, indent=1)
+        print(f"launches faster than the default by >= 3%: {json.dumps(table)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ VARIANTS = {
     # SGLang's torch.compile of the decode/verify graphs (fuses each layer's elementwise ops); give
     # plain the same variant for a fair ratio
     "compile": (["--enable-torch-compile", "--torch-compile-max-bs", "32"], {}),
+    # the block-attention launches a kernel sweep measured best (--attn-launches FILE)
+    "tuned": ([], {}),
 }
 URL = "http://127.0.0.1:30000"  # --port sets it
 
@@ -271,6 +273,8 @@ def main() -> None:
     ap.add_argument("--ours-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment of every ours* server, e.g. SGLANG_DFLASH_VERIFY_KNEE=256 (repeatable)")
     ap.add_argument("--torch-profile", action="store_true", help="torch.profiler table + timeline of 10 decode steps at the largest concurrency")
+    ap.add_argument("--attn-launches", default=None, metavar="FILE",
+                    help="variant +tuned: block_attention_launches.json of bench_block_attention.py --sweep")
     ap.add_argument("--py-spy", action="store_true",
                     help="sample the scheduler's Python stacks (py-spy) during a decode round at each concurrency")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
@@ -288,6 +292,8 @@ def main() -> None:
     for m in runs:
         if any(v not in VARIANTS for v in m.split("+")[1:]):
             ap.error(f"mode {m}: variants are {', '.join(VARIANTS)}")
+    if any("tuned" in m.split("+")[1:] for m in runs) and not a.attn_launches:
+        ap.error("variant +tuned needs --attn-launches")
     if a.accept is not None and not any(m.startswith("ours-controlled") for m in runs):
         runs.append("ours-controlled")
     if any(m.startswith("ours-controlled") for m in runs) and a.accept is None:
@@ -307,6 +313,8 @@ def main() -> None:
         for v in variants:
             extra += VARIANTS[v][0]
             env.update(VARIANTS[v][1])
+        if "tuned" in variants:
+            env["SGLANG_DFLASH_ATTN_LAUNCHES"] = os.path.abspath(a.attn_launches)
         if mode.startswith("ours"):
             env.update(kv.split("=", 1) for kv in a.ours_env)
             env["SGLANG_DFLASH_PROFILE"] = "1"

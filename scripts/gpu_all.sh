@@ -11,9 +11,9 @@
 #          soak (gemma-4-31B-it layer shapes, 12 layers, float32, 32 concurrent), then the kernels.
 #   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
 #          benchmark with --tp 2.
-# With 2 GPUs: the TP2 tests and the TP2 benchmark (on H200s then the c32 A/B and profile of
-# issue 5, one GPU each).  With 1: Gemma-4 lossless tests, the kernels
-# and the benchmark (FULL=1: then the soak and the sampling law), one after the other.
+# With 2 GPUs: the TP2 tests and the TP2 benchmark (on H200s then issue 5's attention sweep and
+# c32 A/B, and the Gemma-4 TP1 lossless tests, one GPU each).  With 1: Gemma-4 lossless tests, the
+# kernels, the sweep and the c32 A/B (FULL=1: then the soak and the sampling law), one after the other.
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
 BENCH_S=${BENCH_S:-1000}
@@ -41,31 +41,38 @@ soak() {  # $1: GPU, $2: workload seconds, $3: seconds in all
     --dtype float32 --concurrency 32 --duration "$2" --context-length 2048 --out "$D/soak" > "$D/soak.log" 2>&1
   echo "soak rc $?" >> "$D/soak.log"
 }
+tuned_c32() {  # $1: GPU. Issue 5: sweep the block-attention launches at c32 shapes, then plain vs ours
+  # vs ours with the sweep's winners (SGLANG_DFLASH_ATTN_LAUNCHES), one card, concurrency 32
+  mkdir -p "$D/sweep"
+  CUDA_VISIBLE_DEVICES=$1 timeout 420 python scripts/bench_block_attention.py --sweep --batch 32 --prefix 512 \
+    --kinds target-sliding,target-global --budget-s 150 --out "$D/sweep" > "$D/sweep/sweep.log" 2>&1
+  echo "sweep rc $?" >> "$D/sweep/sweep.log"
+  [ -s "$D/sweep/block_attention_launches.json" ] || echo '{}' > "$D/sweep/block_attention_launches.json"
+  CONCURRENCY=32 bench "$1" "$D/bench" 3000$1 plain,ours-controlled,ours-controlled+tuned \
+    "--attn-launches $D/sweep/block_attention_launches.json"
+}
 MODES=plain,ours-controlled,ours-controlled+nooverlap,builtin,ours-controlled+auto
 
 if [ "$NGPU" -ge 4 ]; then
-  bench 0 "$D/bench" 30000 "$MODES" "--py-spy" &
+  bench 0 "$D/bench_all" 30000 "$MODES" "--py-spy" &
   (tests 1 "equals_plain and not tp2" tests_lossless 720; soak 1 150 540; tests 1 "kernel" tests_kernels 120) &
   (tests 2,3 "tp2" tests_tp2 600; tests 2 "sampling" tests_sampling 420
    bench 2,3 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2") &
 elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue 8) ...
   tests 0,1 "tp2" tests_tp2 600
   bench 0,1 "$D/bench_tp2" 30010 plain,ours-controlled,builtin "--tp 2"
-  # ... then, where one card holds the 31B model with a c32 KV pool (H200), the c32 questions of
-  # issue 5 on one GPU each: hook 9's A/B beside plain (GPU 0), and the hook-9 kernel case plus an
-  # op-by-op torch profile of c32 steps, replaying GPU 0's recorded continuations (GPU 1).
+  # ... then, where one card holds the 31B model with a c32 KV pool (H200), issue 5 on one GPU
+  # each: the attention sweep and its A/B (GPU 0); Gemma-4 lossless at TP1 with hook 9 and the
+  # kernels (GPU 1)
   if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -ge 100000 ]; then
-    CONCURRENCY=32 bench 0 "$D/bench" 30000 plain,ours-controlled,ours-controlled+syncwindow "--py-spy" &
-    (tests 1 "kernel" tests_kernels 120
-     for _ in $(seq 80); do [ -s "$D/bench/continuations.json" ] && break; sleep 5; done; sleep 10
-     CONCURRENCY=32 bench 1 "$D/bench_prof" 30020 ours-controlled \
-       "--torch-profile --continuations $D/bench/continuations.json") &
+    tuned_c32 0 &
+    (tests 1 "gemma4 and cuda_graphs and not tp2" tests_gemma4 420; tests 1 "kernel" tests_kernels 120) &
   fi
 else  # Gemma-4 lossless under both schedulers (graphed verify planning included), the kernels, the
-  # benchmark with hook 9's A/B; FULL=1 adds the soak and the sampling law (both passed in session 5)
-  tests 0 "gemma4 and cuda_graphs" tests_gemma4 420
+  # attention sweep and its c32 A/B; FULL=1 adds the soak and the sampling law (both passed in session 5)
+  tests 0 "gemma4 and cuda_graphs and not tp2" tests_gemma4 420
   tests 0 "kernel" tests_kernels 120
-  bench 0 "$D/bench" 30000 "${MODES_1GPU:-plain,ours-controlled,ours-controlled+syncwindow,builtin}" "--py-spy"
+  tuned_c32 0
   if [ -n "${FULL:-}" ]; then
     soak 0 150 540
     SGLANG_DFLASH_TEST_SAMPLES=${SAMPLES:-8000} tests 0 "sampling" tests_sampling 360

@@ -123,9 +123,9 @@ ATTN_CASES = [  # bs, q heads, kv heads, head dim, block width, causal, window, 
 ]
 
 
-@pytest.mark.parametrize("case", ATTN_CASES)
-def test_verify_attention_kernel_matches_reference(case):
-    from sglang_dflash.kernels.verify_attention import plan, verify_attention
+def check_attention(case, config=None) -> None:
+    """Our kernel (with ``config``, else its default launch) against the float64 reference."""
+    from sglang_dflash.kernels.verify_attention import verify_attention
 
     bs, hq, hkv, d, width, causal, window, cap = case
     g = torch.Generator().manual_seed(hash(case) % 1000)
@@ -144,13 +144,41 @@ def test_verify_attention_kernel_matches_reference(case):
     dev = lambda x: x.to(DEVICE)  # noqa: E731
     o = torch.empty(t, hq, d, dtype=dtype, device=DEVICE)
     verify_attention(dev(q), dev(k_ext), dev(v_ext), o, dev(k_buf), dev(v_buf), dev(qo_indptr),  # int64, as SGLang
-                     dev(kv_indptr.to(torch.int32)), dev(kv_indices), causal, width, d**-0.5, cap, window)
+                     dev(kv_indptr.to(torch.int32)), dev(kv_indices), causal, width, d**-0.5, cap, window,
+                     config=config)
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     torch.testing.assert_close(o.double().cpu(), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("case", ATTN_CASES)
+def test_verify_attention_kernel_matches_reference(case):
+    from sglang_dflash.kernels.verify_attention import plan
+
+    check_attention(case)
+    bs, hq, hkv, d, width = case[:5]
     if bs == 70:
         assert plan(bs, hq, hkv, width, d)[1] == 1
     else:
         assert plan(bs, hq, hkv, width, d)[1] > 1
+
+
+# Launches a benchmark sweep may pick (heads per program, splits, keys per tile, warps, stages, K rows):
+# each must compute the same attention as the default.
+SWEPT = [(1, 1, 16, 4, 1, False), (2, 2, 32, 4, 2, True), (4, 4, 64, 8, 3, True), (4, 1, 16, 4, 2, True)]
+
+
+@pytest.mark.parametrize("launch", SWEPT)
+def test_verify_attention_any_launch_matches_reference(launch):
+    from sglang_dflash.kernels.verify_attention import KernelConfig
+
+    check_attention((3, 8, 2, 32, 16, True, 20, 30.0), KernelConfig(*launch))
+
+
+def test_verify_attention_refuses_a_launch_that_does_not_tile_the_heads():
+    from sglang_dflash.kernels.verify_attention import KernelConfig
+
+    with pytest.raises(ValueError, match="invalid KernelConfig"):
+        check_attention((3, 8, 2, 32, 16, True, 20, 30.0), KernelConfig(3, 1, 16, 4, 1))
 
 
 class SwaPool:
@@ -200,3 +228,22 @@ def test_sync_free_window_translation_matches_sglang(bs, window):
     assert torch.equal(indptr, ref_indptr) and torch.equal(lens, ref_lens) and torch.equal(start, ref_start)
     assert torch.equal(indices[:used], ref_indices[:used])
     assert (indices[:used] >= -1).all() and not torch.equal(indices[:used], stale[:used])
+
+
+def test_measured_launches_replace_the_default_for_their_shape(tmp_path, monkeypatch):
+    """SGLANG_DFLASH_ATTN_LAUNCHES (a kernel sweep's winners): the listed shape and batch size get
+    the listed launch, still computing the reference attention; anything else keeps the default."""
+    import json
+
+    from sglang_dflash.kernels import verify_attention as va
+
+    case = (3, 8, 2, 32, 16, True, 20, 30.0)
+    default = va.choose_config(3, 8, 2, 16, 32, 32)
+    measured = va.KernelConfig(1, 2, 16, 4, 3, True)
+    assert measured != default
+    path = tmp_path / "launches.json"
+    path.write_text(json.dumps({va.launch_key(3, 8, 2, 32): measured._asdict()}))
+    monkeypatch.setenv(va.LAUNCHES_ENV, str(path))
+    assert va.choose_config(3, 8, 2, 16, 32, 32) == measured
+    assert va.choose_config(4, 8, 2, 16, 32, 32) == va.KernelConfig(*va.plan(4, 8, 2, 16, 32), 64, 4, 2)
+    check_attention(case)
