@@ -36,6 +36,7 @@ def _split_kernel(
     GROUP: tl.constexpr, HG: tl.constexpr, E_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, K_ROWS: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     b = tl.program_id(0)
     h0 = tl.program_id(1) * HG
@@ -67,10 +68,16 @@ def _split_kernel(
     chunk = tl.cdiv(tl.cdiv(n_prefix, NUM_SPLITS), BLOCK_N) * BLOCK_N
     lo = split * chunk
     hi = tl.minimum(lo + chunk, n_prefix)
+    if PREFETCH:
+        loc = tl.load(kv_indices + kv_start + lo + offs_n, mask=lo + offs_n < hi, other=0).to(tl.int64)
     for start in range(lo, hi, BLOCK_N):
         n = start + offs_n
         n_ok = n < hi
-        loc = tl.load(kv_indices + kv_start + n, mask=n_ok, other=0).to(tl.int64)
+        if not PREFETCH:
+            loc = tl.load(kv_indices + kv_start + n, mask=n_ok, other=0).to(tl.int64)
+        if PREFETCH:  # V requested before the scores need the SMs, so its round trip overlaps them
+            v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
+                        mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
         if K_ROWS:  # each key's row as stored (contiguous in D), transposed on chip
             k = tl.trans(tl.load(K_buf + loc[:, None] * stride_kbs + kvh * stride_kbh + offs_d[None, :],
                                  mask=n_ok[:, None] & d_ok[None, :], other=0.0))
@@ -88,11 +95,15 @@ def _split_kernel(
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a fully masked row stays empty, not NaN
         p = tl.exp(qk - m_safe[:, None])
         alpha = tl.exp(m_i - m_safe)
-        v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
-                    mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
+        if not PREFETCH:
+            v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
+                        mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
+        if PREFETCH:  # the next tile's slots, one round trip ahead of its K/V gathers
+            nxt = n + BLOCK_N
+            loc = tl.load(kv_indices + kv_start + nxt, mask=nxt < hi, other=0).to(tl.int64)
 
     if split == NUM_SPLITS - 1:  # the block's own keys, passed in rather than read back from the cache
         for start_j in range(0, n_q, BLOCK_N):
@@ -176,6 +187,9 @@ class KernelConfig(NamedTuple):
     num_warps: int
     num_stages: int
     k_rows: bool = False  # load K tiles row by row as stored and transpose on chip
+    # load the next tile's slot indices one tile ahead and V before the scores: a tile's gathers
+    # then wait on one memory round trip instead of three in a row
+    prefetch: bool = False
 
 
 LAUNCHES_ENV = "SGLANG_DFLASH_ATTN_LAUNCHES"
@@ -246,7 +260,7 @@ def verify_attention(
         k_buffer.stride(0), k_buffer.stride(1), v_buffer.stride(0), v_buffer.stride(1), o.stride(0), o.stride(1),
         GROUP=num_q_heads // num_kv_heads, HG=hg, E_PAD=e_pad, NUM_SPLITS=splits, D=d, DV=dv,
         BLOCK_D=block_d, BLOCK_DV=block_dv, BLOCK_N=cfg.block_n, CAUSAL=causal,
-        WINDOW=max(sliding_window_size, 0), HAS_CAP=logit_cap > 0, K_ROWS=cfg.k_rows,
+        WINDOW=max(sliding_window_size, 0), HAS_CAP=logit_cap > 0, K_ROWS=cfg.k_rows, PREFETCH=cfg.prefetch,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:

@@ -9,7 +9,7 @@ call (CUDA graph replays, as in the verify graph; also at other split counts), a
 an effective bandwidth.  Writes block_attention.json under --out.
 
 --sweep times our kernel under every launch of a grid (heads per program, prefix splits, keys per
-tile, warps, stages, K tile loaded as rows or columns; ``KernelConfig``), each checked against
+tile, warps, stages, K tile loaded as rows or columns, slot prefetch; ``KernelConfig``), each checked against
 SGLang's output, and writes the ranking to block_attention_sweep.json: where the default launch
 stands and what the best one gains, per kind and batch size.
 """
@@ -114,7 +114,7 @@ def launches(kind: str) -> list:
     group = hq // hkv
     hgs = [h for h in (1, 2, 4, 8, 16) if group % h == 0 and 16 * h * d <= 2 * va._MAX_TILE]
     grid = [va.KernelConfig(*c) for c in itertools.product(hgs, (1, 2, 4), (16, 32, 64), (4, 8), (1, 2, 3),
-                                                           (False, True))]
+                                                           (False, True), (False, True))]
     random.Random(0).shuffle(grid)
     return grid
 

@@ -162,9 +162,11 @@ def test_verify_attention_kernel_matches_reference(case):
         assert plan(bs, hq, hkv, width, d)[1] > 1
 
 
-# Launches a benchmark sweep may pick (heads per program, splits, keys per tile, warps, stages, K rows):
+# Launches a benchmark sweep may pick (heads per program, splits, keys per tile, warps, stages, K rows,
+# prefetch):
 # each must compute the same attention as the default.
-SWEPT = [(1, 1, 16, 4, 1, False), (2, 2, 32, 4, 2, True), (4, 4, 64, 8, 3, True), (4, 1, 16, 4, 2, True)]
+SWEPT = [(1, 1, 16, 4, 1, False, True), (2, 2, 32, 4, 2, True, False), (4, 4, 64, 8, 3, True, True),
+         (4, 1, 16, 4, 2, True, True), (2, 1, 32, 8, 2, False, True)]
 
 
 @pytest.mark.parametrize("launch", SWEPT)
