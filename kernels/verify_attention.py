@@ -36,7 +36,7 @@ def _split_kernel(
     GROUP: tl.constexpr, HG: tl.constexpr, E_PAD: tl.constexpr, NUM_SPLITS: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, K_ROWS: tl.constexpr,
-    PREFETCH: tl.constexpr,
+    PREFETCH: tl.constexpr, KEYS_AS_ROWS: tl.constexpr,
 ):
     b = tl.program_id(0)
     h0 = tl.program_id(1) * HG
@@ -70,40 +70,69 @@ def _split_kernel(
     hi = tl.minimum(lo + chunk, n_prefix)
     if PREFETCH:
         loc = tl.load(kv_indices + kv_start + lo + offs_n, mask=lo + offs_n < hi, other=0).to(tl.int64)
-    for start in range(lo, hi, BLOCK_N):
-        n = start + offs_n
-        n_ok = n < hi
-        if not PREFETCH:
+    if KEYS_AS_ROWS:
+        # Scores transposed, keys x query rows: the MMA's row count becomes BLOCK_N (>= 64 lets
+        # Hopper use warpgroup MMAs), not the 16-32 query rows of one program.
+        acc_t = tl.zeros([BLOCK_DV, E_PAD * HG], tl.float32)
+        q_t = tl.trans(q)
+        for start in range(lo, hi, BLOCK_N):
+            n = start + offs_n
+            n_ok = n < hi
             loc = tl.load(kv_indices + kv_start + n, mask=n_ok, other=0).to(tl.int64)
-        if PREFETCH:  # V requested before the scores need the SMs, so its round trip overlaps them
+            k = tl.load(K_buf + loc[:, None] * stride_kbs + kvh * stride_kbh + offs_d[None, :],
+                        mask=n_ok[:, None] & d_ok[None, :], other=0.0)
             v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
                         mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
-        if K_ROWS:  # each key's row as stored (contiguous in D), transposed on chip
-            k = tl.trans(tl.load(K_buf + loc[:, None] * stride_kbs + kvh * stride_kbh + offs_d[None, :],
-                                 mask=n_ok[:, None] & d_ok[None, :], other=0.0))
-        else:
-            k = tl.load(K_buf + loc[None, :] * stride_kbs + kvh * stride_kbh + offs_d[:, None],
-                        mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        qk = tl.dot(q, k) * sm_scale
-        if HAS_CAP:
-            qk = logit_cap * (2.0 * tl.sigmoid(2.0 * qk / logit_cap) - 1.0)  # cap * tanh(qk / cap)
-        ok = row_ok[:, None] & n_ok[None, :]
-        if WINDOW > 0:  # prefix key n sits n_prefix + qi - n positions before the query
-            ok &= (n_prefix + qi[:, None] - n[None, :]) <= WINDOW
-        qk = tl.where(ok, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a fully masked row stays empty, not NaN
-        p = tl.exp(qk - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        if not PREFETCH:
-            v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
-                        mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        m_i = m_new
-        if PREFETCH:  # the next tile's slots, one round trip ahead of its K/V gathers
-            nxt = n + BLOCK_N
-            loc = tl.load(kv_indices + kv_start + nxt, mask=nxt < hi, other=0).to(tl.int64)
+            s_t = tl.dot(k, q_t) * sm_scale
+            if HAS_CAP:
+                s_t = logit_cap * (2.0 * tl.sigmoid(2.0 * s_t / logit_cap) - 1.0)
+            ok = n_ok[:, None] & row_ok[None, :]
+            if WINDOW > 0:
+                ok &= (n_prefix + qi[None, :] - n[:, None]) <= WINDOW
+            s_t = tl.where(ok, s_t, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s_t, 0))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p_t = tl.exp(s_t - m_safe[None, :])
+            alpha = tl.exp(m_i - m_safe)
+            acc_t = acc_t * alpha[None, :] + tl.dot(tl.trans(v), p_t.to(v.dtype))
+            l_i = l_i * alpha + tl.sum(p_t, 0)
+            m_i = m_new
+        acc = tl.trans(acc_t)
+    else:
+        for start in range(lo, hi, BLOCK_N):
+            n = start + offs_n
+            n_ok = n < hi
+            if not PREFETCH:
+                loc = tl.load(kv_indices + kv_start + n, mask=n_ok, other=0).to(tl.int64)
+            if PREFETCH:  # V requested before the scores need the SMs, so its round trip overlaps them
+                v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
+                            mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
+            if K_ROWS:  # each key's row as stored (contiguous in D), transposed on chip
+                k = tl.trans(tl.load(K_buf + loc[:, None] * stride_kbs + kvh * stride_kbh + offs_d[None, :],
+                                     mask=n_ok[:, None] & d_ok[None, :], other=0.0))
+            else:
+                k = tl.load(K_buf + loc[None, :] * stride_kbs + kvh * stride_kbh + offs_d[:, None],
+                            mask=n_ok[None, :] & d_ok[:, None], other=0.0)
+            qk = tl.dot(q, k) * sm_scale
+            if HAS_CAP:
+                qk = logit_cap * (2.0 * tl.sigmoid(2.0 * qk / logit_cap) - 1.0)  # cap * tanh(qk / cap)
+            ok = row_ok[:, None] & n_ok[None, :]
+            if WINDOW > 0:  # prefix key n sits n_prefix + qi - n positions before the query
+                ok &= (n_prefix + qi[:, None] - n[None, :]) <= WINDOW
+            qk = tl.where(ok, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a fully masked row stays empty, not NaN
+            p = tl.exp(qk - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            if not PREFETCH:
+                v = tl.load(V_buf + loc[:, None] * stride_vbs + kvh * stride_vbh + offs_dv[None, :],
+                            mask=n_ok[:, None] & dv_ok[None, :], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            m_i = m_new
+            if PREFETCH:  # the next tile's slots, one round trip ahead of its K/V gathers
+                nxt = n + BLOCK_N
+                loc = tl.load(kv_indices + kv_start + nxt, mask=nxt < hi, other=0).to(tl.int64)
 
     if split == NUM_SPLITS - 1:  # the block's own keys, passed in rather than read back from the cache
         for start_j in range(0, n_q, BLOCK_N):
@@ -190,6 +219,8 @@ class KernelConfig(NamedTuple):
     # load the next tile's slot indices one tile ahead and V before the scores: a tile's gathers
     # then wait on one memory round trip instead of three in a row
     prefetch: bool = False
+    # compute the prefix's scores keys-by-queries (see the kernel): MMAs of BLOCK_N rows
+    keys_as_rows: bool = False
 
 
 LAUNCHES_ENV = "SGLANG_DFLASH_ATTN_LAUNCHES"
@@ -224,7 +255,8 @@ def choose_config(bs: int, num_q_heads: int, num_kv_heads: int, width: int, d: i
 def _check(cfg: KernelConfig, group: int) -> None:
     pow2 = lambda x: x >= 1 and x & (x - 1) == 0  # noqa: E731
     if not (group % cfg.heads_per_program == 0 and pow2(cfg.heads_per_program) and pow2(cfg.splits)
-            and pow2(cfg.block_n) and cfg.block_n >= 16):
+            and pow2(cfg.block_n) and cfg.block_n >= 16
+            and not (cfg.keys_as_rows and (cfg.k_rows or cfg.prefetch))):  # those shape the other loop
         raise ValueError(f"verify_attention: invalid {cfg} for {group} query heads per KV head")
 
 
@@ -261,6 +293,7 @@ def verify_attention(
         GROUP=num_q_heads // num_kv_heads, HG=hg, E_PAD=e_pad, NUM_SPLITS=splits, D=d, DV=dv,
         BLOCK_D=block_d, BLOCK_DV=block_dv, BLOCK_N=cfg.block_n, CAUSAL=causal,
         WINDOW=max(sliding_window_size, 0), HAS_CAP=logit_cap > 0, K_ROWS=cfg.k_rows, PREFETCH=cfg.prefetch,
+        KEYS_AS_ROWS=cfg.keys_as_rows,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if splits > 1:

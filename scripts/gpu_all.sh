@@ -44,8 +44,8 @@ soak() {  # $1: GPU, $2: workload seconds, $3: seconds in all
 tuned_c32() {  # $1: GPU. Issue 5: sweep the block-attention launches at c32 shapes, then plain vs ours
   # vs ours with the sweep's winners (SGLANG_DFLASH_ATTN_LAUNCHES), one card, concurrency 32
   mkdir -p "$D/sweep"
-  CUDA_VISIBLE_DEVICES=$1 timeout 420 python scripts/bench_block_attention.py --sweep --batch 32 --prefix 512 \
-    --kinds target-sliding,target-global --budget-s 150 --out "$D/sweep" > "$D/sweep/sweep.log" 2>&1
+  CUDA_VISIBLE_DEVICES=$1 timeout 600 python scripts/bench_block_attention.py --sweep --batch 32 --prefix 512 \
+    --kinds target-sliding,target-global --budget-s 240 --out "$D/sweep" > "$D/sweep/sweep.log" 2>&1
   echo "sweep rc $?" >> "$D/sweep/sweep.log"
   [ -s "$D/sweep/block_attention_launches.json" ] || echo '{}' > "$D/sweep/block_attention_launches.json"
   CONCURRENCY=32 bench "$1" "$D/bench" 3000$1 plain,ours-controlled,ours-controlled+tuned \

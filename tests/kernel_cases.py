@@ -163,10 +163,11 @@ def test_verify_attention_kernel_matches_reference(case):
 
 
 # Launches a benchmark sweep may pick (heads per program, splits, keys per tile, warps, stages, K rows,
-# prefetch):
+# prefetch, keys as rows):
 # each must compute the same attention as the default.
 SWEPT = [(1, 1, 16, 4, 1, False, True), (2, 2, 32, 4, 2, True, False), (4, 4, 64, 8, 3, True, True),
-         (4, 1, 16, 4, 2, True, True), (2, 1, 32, 8, 2, False, True)]
+         (4, 1, 16, 4, 2, True, True), (2, 1, 32, 8, 2, False, True), (2, 1, 64, 4, 2, False, False, True),
+         (4, 2, 16, 8, 3, False, False, True), (1, 4, 32, 4, 1, False, False, True)]
 
 
 @pytest.mark.parametrize("launch", SWEPT)
@@ -176,11 +177,13 @@ def test_verify_attention_any_launch_matches_reference(launch):
     check_attention((3, 8, 2, 32, 16, True, 20, 30.0), KernelConfig(*launch))
 
 
-def test_verify_attention_refuses_a_launch_that_does_not_tile_the_heads():
+def test_verify_attention_refuses_an_invalid_launch():
     from sglang_dflash.kernels.verify_attention import KernelConfig
 
     with pytest.raises(ValueError, match="invalid KernelConfig"):
         check_attention((3, 8, 2, 32, 16, True, 20, 30.0), KernelConfig(3, 1, 16, 4, 1))
+    with pytest.raises(ValueError, match="invalid KernelConfig"):
+        check_attention((3, 8, 2, 32, 16, True, 20, 30.0), KernelConfig(2, 1, 64, 4, 2, False, True, True))
 
 
 class SwaPool:
