@@ -55,3 +55,29 @@ def test_builtin_switch_reaches_sglangs_own_argument_handling():
     out = run_launcher(args, env={"SGLANG_DFLASH_IMPL": "builtin"}, timeout=240)
     assert out.returncode != 0
     assert "DFLASH speculative decoding only supports CUDA and NPU devices" in out.stdout + out.stderr
+
+
+ADMISSION_PROBE = """
+import sys
+from sglang.srt.plugins import load_plugins
+load_plugins()
+from sglang.srt.managers.min_free_slots_delayer import resolve_min_free_slots
+from sglang.srt.server_args import ServerArgs
+extra = {} if sys.argv[3] == "unset" else {"min_free_slots_delay": int(sys.argv[3])}
+args = ServerArgs(model_path=sys.argv[1], device="cpu", attention_backend="torch_native",
+                  speculative_algorithm="DFLASH", speculative_draft_model_path=sys.argv[2], **extra)
+print("DELAY", resolve_min_free_slots(args.min_free_slots_delay, args.max_running_requests, is_dflash_family=True))
+"""
+
+
+@pytest.mark.parametrize("asked,held", [("unset", "None"), ("3", "3")])
+def test_prefill_admission_is_not_held_back_unless_asked(asked, held):
+    """SGLang holds DFLASH prefills until several request slots are free (its worker's draft prefill
+    is a forward of its own; ours is a projection inside the target's prefill step): our argument
+    handling turns that off unless the launch sets --min-free-slots-delay."""
+    models = tiny_models()
+    out = subprocess.run([sys.executable, "-c", ADMISSION_PROBE, os.path.join(models, "qwen3"),
+                          os.path.join(models, "qwen3-dflash"), asked],
+                         capture_output=True, text=True, env=server_env({}), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [l for l in out.stdout.splitlines() if l.startswith("DELAY")] == [f"DELAY {held}"]

@@ -163,6 +163,13 @@ def handle_dflash_server_args(server_args) -> None:
                        "overlap on CPU)")
     if server_args.max_running_requests is None:
         server_args.max_running_requests = 48
+    if server_args.min_free_slots_delay is None:
+        # SGLang holds new prefills under DFLASH until 2-4 request slots are free, because its own
+        # worker runs a separate draft prefill per admission.  Ours projects the prefill's target
+        # features into the draft's KV in the same step (no draft forward), so an admission costs
+        # what it costs in plain decoding, and the hold only left slots idle: on 2 H200s at TP2,
+        # 3 of a burst of 32 requests started ~1 s after the other 29 (BENCHMARKS.md, session 6).
+        server_args.min_free_slots_delay = 1  # SGLang's value for "off"; a user's value is kept
     if server_args.enable_mixed_chunk:
         server_args.enable_mixed_chunk = False
         logger.info("DFLASH disables mixed chunked prefill")
