@@ -8,6 +8,11 @@ inputs (bf16, block of 16, page size 1, shuffled slots), their max difference, m
 call (CUDA graph replays, as in the verify graph; also at other split counts), and the bytes each call must read (K/V of the prefix + Q) as
 an effective bandwidth.  Writes block_attention.json under --out.
 
+--static (no GPU needed) compiles each launch of that grid for sm_90 and reports what decides
+whether it can be fast: shared memory (over 227 KB it cannot launch), registers, spills, and
+whether its dots became warpgroup MMAs (HGMMA) or mma.sync (HMMA).  Use the device's Triton
+(3.6.0 in the GPU bundle): with it the default launch's shared memory matched the H200 profile.
+
 --sweep times our kernel under every launch of a grid (heads per program, prefix splits, keys per
 tile, warps, stages, K tile loaded as rows or columns, slot prefetch, scores keys-by-queries;
 ``KernelConfig``), each checked against
@@ -129,6 +134,44 @@ def launches(kind: str) -> list:
     return grid
 
 
+def static_facts(kind: str, cfg, width: int = 16) -> dict:
+    """Compiles one launch for sm_90 without a GPU; its resources and MMA kind from the cubin."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    hq, hkv, d, causal, window = KINDS[kind]
+    kern = va._split_kernel
+    names = kern.arg_names
+    consts = dict(GROUP=hq // hkv, HG=cfg.heads_per_program, E_PAD=max(16, triton.next_power_of_2(width)),
+                  NUM_SPLITS=cfg.splits, D=d, DV=d, BLOCK_D=triton.next_power_of_2(d),
+                  BLOCK_DV=triton.next_power_of_2(d), BLOCK_N=cfg.block_n, CAUSAL=causal, WINDOW=max(window, 0),
+                  HAS_CAP=False, K_ROWS=cfg.k_rows, PREFETCH=cfg.prefetch, KEYS_AS_ROWS=cfg.keys_as_rows)
+    ptrs = {"qo_indptr": "*i64", "kv_indptr": "*i32", "kv_indices": "*i32", "Part_acc": "*fp32", "Part_ml": "*fp32",
+            "sm_scale": "fp32", "logit_cap": "fp32"}
+    sig = {n: "constexpr" if n in consts else ptrs.get(n, "i32" if n.startswith("stride") else "*bf16")
+           for n in names}
+    # As launched at these shapes: every pointer and stride a multiple of 16 (Triton specialises on it)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in names if sig[n][0] == "*" or n.startswith("stride")}
+    src = ASTSource(fn=kern, signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()}, attrs=attrs)
+    out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                         options=dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages))
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(out.asm["cubin"])
+        f.flush()
+        usage = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True).stdout
+    count = lambda op: len(re.findall(rf"\b{op}\b", sass))  # noqa: E731
+    return {"shared": out.metadata.shared, "fits": out.metadata.shared <= 227 * 1024,
+            "registers": int(re.search(r"REG:(\d+)", usage).group(1)), "spill_stores": count("STL"),
+            "hgmma": count("HGMMA"), "hmma": count("HMMA")}
+
+
 def sweep(kind: str, bs: int, prefix: int, budget_s: float) -> dict:
     """Our kernel under each launch of ``launches`` (until ``budget_s``), ranked by time."""
     hq, hkv, d, _, _ = KINDS[kind]
@@ -164,9 +207,19 @@ def main() -> None:
     ap.add_argument("--batch", default="1,8,32")
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     ap.add_argument("--sweep", action="store_true", help="rank our kernel's launches (see above)")
+    ap.add_argument("--static", action="store_true", help="compile the sweep's launches for sm_90 (see above)")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--budget-s", type=float, default=120, help="--sweep: seconds per kind and batch size")
     args = ap.parse_args()
+    if args.static:
+        facts = []
+        for kind in args.kinds.split(","):
+            for cfg in launches(kind):
+                facts.append({"kind": kind, "config": cfg._asdict(), **static_facts(kind, cfg)})
+                print(json.dumps(facts[-1]), flush=True)
+        with open(os.path.join(args.out, "block_attention_static.json"), "w") as f:
+            json.dump(facts, f, indent=1)
+        return
     rows = []
     for kind in args.kinds.split(","):
         for bs in map(int, args.batch.split(",")):
