@@ -233,7 +233,11 @@ def _measured_launches(path: Optional[str]) -> dict:
     if not path:
         return {}
     with open(path) as f:
-        return {k: KernelConfig(**v) for k, v in json.load(f).items()}
+        table = {k: KernelConfig(**v) for k, v in json.load(f).items()}
+    for key, cfg in table.items():
+        q_heads, kv_heads = map(int, key.split(",")[:2])
+        _check(cfg, q_heads // kv_heads)
+    return table
 
 
 def launch_key(bs: int, num_q_heads: int, num_kv_heads: int, d: int) -> str:
@@ -274,8 +278,9 @@ def verify_attention(
     bs = qo_indptr.shape[0] - 1
     _, num_q_heads, d = q.shape
     num_kv_heads, dv = k_ext.shape[1], v_ext.shape[2]
+    if config is not None:  # the default and a measured table's launches are checked where they are made
+        _check(config, num_q_heads // num_kv_heads)
     cfg = config or choose_config(bs, num_q_heads, num_kv_heads, max_extend_len, d, dv)
-    _check(cfg, num_q_heads // num_kv_heads)
     hg, splits = cfg.heads_per_program, cfg.splits
     block_d, block_dv = triton.next_power_of_2(d), triton.next_power_of_2(dv)
     e_pad = max(16, triton.next_power_of_2(max_extend_len))
