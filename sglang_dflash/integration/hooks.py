@@ -213,17 +213,28 @@ def _update_finish_state(original, self, new_accepted_len: int = 1):
     """A verify step commits a run of tokens, and SGLang checks the run's finish conditions in a
     fixed order (length, then stop strings over the whole run, then stop tokens), while one-token
     decoding stops at the first token meeting any of them.  Where they can disagree -- the run
-    reaches max_new_tokens, or stop strings/regexes are set -- replay the run one token at a time,
-    exactly as plain decoding checks it."""
+    reaches max_new_tokens, stop strings/regexes are set, or an abort is pending (SGLang then
+    finishes the request with the whole run, past its length limit and stop tokens) -- replay the
+    run one token at a time, exactly as plain decoding checks it; a pending abort applies only
+    where the run itself does not finish the request first."""
     sp = self.sampling_params
     ids = self.output_ids
-    # A grammar has already consumed (and cut) the whole run: its state cannot be replayed per token.
-    if (new_accepted_len <= 1 or self.finished() or self.to_finish is not None or self.grammar is not None
-            or (len(ids) < sp.max_new_tokens and not sp.stop_strs and not sp.stop_regex_strs)):
+    abort = self.to_finish
+    if new_accepted_len <= 1 or self.finished():
+        return original(self, new_accepted_len)
+    if self.grammar is not None:
+        # The grammar has already consumed (and cut) the whole run: its state cannot be replayed
+        # per token.  An abort still keeps the output within max_new_tokens.
+        original(self, new_accepted_len)
+        if abort is not None and len(ids) > sp.max_new_tokens:
+            self.finished_len = sp.max_new_tokens
+        return None
+    if abort is None and len(ids) < sp.max_new_tokens and not sp.stop_strs and not sp.stop_regex_strs:
         return original(self, new_accepted_len)
     start = len(ids) - new_accepted_len
     run = ids[start:]
     del ids[start:]
+    self.to_finish = None
     try:
         for token in run:
             ids.append(token)
@@ -234,6 +245,9 @@ def _update_finish_state(original, self, new_accepted_len: int = 1):
                 break
     finally:
         ids.extend(run[len(ids) - start:])
+        if abort is not None and not self.finished():
+            self.to_finish = abort
+            original(self, 0)
 
 
 def _req_to_token_extra_len(original, server_args) -> int:
