@@ -12,8 +12,9 @@
 #   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
 #          benchmark with --tp 2.
 # With 2 GPUs: the TP2 tests and the TP2 benchmark (on H200s then issue 5's attention sweep and
-# c32 A/B, and the Gemma-4 TP1 lossless tests, one GPU each).  With 1: Gemma-4 lossless tests, the
-# kernels, the sweep and the c32 A/B (FULL=1: then the soak and the sampling law), one after the other.
+# c32 A/B, and the Gemma-4 TP1 lossless tests, one GPU each).  With 1: the c1/c32 benchmark (plain,
+# built-in, ours with and without overlap, ours with the adaptive width), Gemma-4 lossless tests,
+# the kernels, the sweep and its c32 run (FULL=1: then the soak and the sampling law), in that order.
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
 BENCH_S=${BENCH_S:-1000}
@@ -41,15 +42,14 @@ soak() {  # $1: GPU, $2: workload seconds, $3: seconds in all
     --dtype float32 --concurrency 32 --duration "$2" --context-length 2048 --out "$D/soak" > "$D/soak.log" 2>&1
   echo "soak rc $?" >> "$D/soak.log"
 }
-tuned_c32() {  # $1: GPU. Issue 5: sweep the block-attention launches at c32 shapes, then plain vs ours
-  # vs ours with the sweep's winners (SGLANG_DFLASH_ATTN_LAUNCHES), one card, concurrency 32
+tuned_c32() {  # $1: GPU, $2: modes. Issue 5: sweep the block-attention launches at c32 shapes, then
+  # the given modes with the sweep's winners (SGLANG_DFLASH_ATTN_LAUNCHES), one card, concurrency 32
   mkdir -p "$D/sweep"
   CUDA_VISIBLE_DEVICES=$1 timeout 600 python scripts/bench_block_attention.py --sweep --batch 32 --prefix 512 \
-    --kinds target-sliding,target-global --budget-s 240 --out "$D/sweep" > "$D/sweep/sweep.log" 2>&1
+    --kinds target-sliding,target-global --budget-s "${SWEEP_S:-240}" --out "$D/sweep" > "$D/sweep/sweep.log" 2>&1
   echo "sweep rc $?" >> "$D/sweep/sweep.log"
   [ -s "$D/sweep/block_attention_launches.json" ] || echo '{}' > "$D/sweep/block_attention_launches.json"
-  CONCURRENCY=32 bench "$1" "$D/bench" 3000$1 plain,ours-controlled,ours-controlled+tuned \
-    "--attn-launches $D/sweep/block_attention_launches.json"
+  CONCURRENCY=32 bench "$1" "$D/bench_tuned" 3000$1 "$2" "--attn-launches $D/sweep/block_attention_launches.json $3"
 }
 MODES=plain,ours-controlled,ours-controlled+nooverlap,builtin,ours-controlled+auto
 
@@ -67,14 +67,17 @@ elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue
   # each: the attention sweep and its A/B (GPU 0); Gemma-4 lossless at TP1 with hook 9 and the
   # kernels (GPU 1).  About 14 + 15 minutes in all: SKIP_TP2=1 or SKIP_C32=1 runs one half.
   if [ -z "${SKIP_C32:-}" ] && [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -ge 100000 ]; then
-    tuned_c32 0 &
+    tuned_c32 0 plain,ours-controlled,ours-controlled+tuned &
     (tests 1 "gemma4 and cuda_graphs and not tp2" tests_gemma4 420; tests 1 "kernel" tests_kernels 120) &
   fi
-else  # Gemma-4 lossless under both schedulers (graphed verify planning included), the kernels, the
-  # attention sweep and its c32 A/B; FULL=1 adds the soak and the sampling law (both passed in session 5)
-  tests 0 "gemma4 and cuda_graphs and not tp2" tests_gemma4 420
+else  # issue 5 on one card: plain, the built-in, ours with and without overlap and with the
+  # load-adaptive width (narrower widths graphed) at c1 and c32; then Gemma-4 lossless under both
+  # schedulers (graphed narrow verifies included), the kernels, and the attention sweep with its
+  # c32 run against this run's plain continuations; FULL=1 adds the soak and the sampling law
+  CONCURRENCY=1,32 bench 0 "$D/bench" 30000 plain,builtin,ours-controlled+nooverlap,ours-controlled,ours-controlled+auto
+  tests 0 "(gemma4 and cuda_graphs and not tp2) or partial_verify" tests_gemma4 600
   tests 0 "kernel" tests_kernels 120
-  tuned_c32 0
+  tuned_c32 0 ours-controlled+auto+tuned "--continuations $D/bench/continuations.json"
   if [ -n "${FULL:-}" ]; then
     soak 0 150 540
     SGLANG_DFLASH_TEST_SAMPLES=${SAMPLES:-8000} tests 0 "sampling" tests_sampling 360

@@ -28,10 +28,11 @@ class PlannedVerify(NamedTuple):
         return self.tokens
 
 
-def plan_verify(target_worker, batch, block: Block, host_lens: torch.Tensor) -> PlannedVerify:
+def plan_verify(target_worker, batch, block: Block, host_lens: torch.Tensor, graph=None) -> PlannedVerify:
     """Builds and plans the causal target forward over ``block`` [bs, W] (its slots 1.. hold mask
     tokens until ``PlannedVerify.fill`` writes the drafts); ``host_lens``: the committed lengths
-    on the host, or an upper bound of them (the worker's ``host_seq_lens``)."""
+    on the host, or an upper bound of them (the worker's ``host_seq_lens``); ``graph``: the CUDA
+    graph runner captured for width W (default: the target's own, the full block's)."""
     bs, width = block.token_ids.shape
     tokens = block.token_ids.reshape(-1).clone()
     batch.input_ids = tokens
@@ -48,7 +49,7 @@ def plan_verify(target_worker, batch, block: Block, host_lens: torch.Tensor) -> 
     finally:
         batch.seq_lens_cpu, batch.seq_lens_sum = seq_lens_cpu, seq_lens_sum
     runner = target_worker.model_runner
-    graph = runner.decode_cuda_graph_runner
+    graph = graph or runner.decode_cuda_graph_runner
     # The forward below runs with skip_attn_backend_init: a graph replay then expects load_batch
     # to have run (it keeps the padded size it computed), an eager forward the attention metadata.
     if graph and graph.can_run_graph(fb):

@@ -8,6 +8,7 @@ the bonus token in ``next_draft_input`` for the next step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import replace
@@ -37,6 +38,7 @@ from sglang_dflash.sampling import (
     wrong_accept_for_tests,
 )
 from sglang_dflash.verification import plan_verify, run_verify
+from sglang_dflash.verify_graphs import VerifyGraphs
 from sglang_dflash.verify_width import VerifyWidth
 
 logger = logging.getLogger("sglang_dflash")
@@ -110,6 +112,7 @@ class DFlashWorker(BaseSpecWorker):
         self.profiler = StepProfiler.from_env()
         self.controlled = ControlledAcceptance.from_env(self.block_size - 1)
         self.verify_width = VerifyWidth.from_env(self.block_size, log=ps.tp_rank == 0)
+        self.verify_graphs = None  # narrower verify widths' CUDA graphs (init_cuda_graphs)
         if self.tp_rank == 0:
             logger.info(
                 "sglang-dflash worker ready: block %d, draft %s (%d layers, causal %s), draft backend %s",
@@ -143,6 +146,9 @@ class DFlashWorker(BaseSpecWorker):
     def init_cuda_graphs(self):
         # SGLang decides (CUDA graphs on a GPU unless disabled); the draft graph holds one block forward.
         self._draft_worker.init_cuda_graphs()
+        if self.verify_width is not None and str(self.device).startswith("cuda"):
+            self.verify_graphs = VerifyGraphs.capture(self.target_worker.model_runner, self.block_size,
+                                                      self.verify_width.knee)
 
     def __getattr__(self, name):
         # Everything else (memory info, weight updates, ...) is the target worker's business.
@@ -245,12 +251,17 @@ class DFlashWorker(BaseSpecWorker):
             self.cfg.mask_token_id, self.block_size,
         )
         self._mark("prepare")
-        width = self.block_size if self.verify_width is None else self.verify_width.choose(batch.reqs)
+        graphs = self.verify_graphs
+        if self.verify_width is None:
+            width = self.block_size
+        else:
+            width = self.verify_width.choose(batch.reqs, graphs and graphs.widths_for(batch.batch_size()))
         host_lens = self.host_seq_lens(batch)
         hidden = draft_forward(self.draft_runner, block, batch.req_pool_indices, seq_lens, host_lens)
         if width < self.block_size:  # the target verifies the block's first `width` positions
             block = Block(*(t[:, :width] for t in block))
-        plan = plan_verify(self.target_worker, batch, block, host_lens)  # host work while the device drafts
+        # host work while the device drafts
+        plan = plan_verify(self.target_worker, batch, block, host_lens, graphs and graphs.runner(width))
         drafts = greedy_draft_tokens(hidden, self.draft_head)
         grammar = BlockGrammar.start(batch, width)  # structured output: None when unconstrained
         if grammar is not None:
@@ -261,7 +272,10 @@ class DFlashWorker(BaseSpecWorker):
         self._mark("draft")
 
         pending = PendingBlock(tokens) if grammar is not None else None
-        logits_output, can_graph = run_verify(self.target_worker, plan)
+        with graphs.replaying(width) if graphs else contextlib.nullcontext():
+            logits_output, can_graph = run_verify(self.target_worker, plan)
+        if self.verify_width is not None:
+            self.verify_width.ran(width, batch.batch_size(), can_graph)
         if grammar is not None:
             # Each position's logits masked by the grammar state after the drafts before it: the
             # acceptance below sees what plain constrained decoding sees.

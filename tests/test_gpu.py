@@ -75,15 +75,19 @@ def test_gpu_dflash_equals_plain_with_cuda_graphs(target, draft, scheduler, tmp_
     assert "cuda graph: True" in log
 
 
-def test_gpu_partial_verify_equals_plain(tmp_path):
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_gpu_partial_verify_equals_plain(scheduler, tmp_path):
     """Load-adaptive verify width on the GPU (sglang_dflash/verify_width.py): with a knee of 24
-    tokens the batch of 8 verifies only part of each block, through the eager verify (graphs hold
-    the full width); single requests keep the whole block.  Outputs equal plain decoding."""
+    tokens the batch of 8 verifies only part of each block, through the CUDA graphs captured for
+    the narrower widths (sglang_dflash/verify_graphs.py); single requests keep the whole block.
+    Outputs equal plain decoding."""
     models = tiny_models(checks=False)
     p_single, p_batch, _, _, _ = plain(models, "gemma4", tmp_path)
-    env = {"SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24"}
-    s_single, s_batch, _, _, log = run(models, "gemma4", "gemma4-dflash", tmp_path / "dflash.log", "overlap", env=env)
+    env = {"SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24", "SGLANG_DFLASH_VERIFY_SPAN": "24"}
+    s_single, s_batch, _, _, log = run(models, "gemma4", "gemma4-dflash", tmp_path / "dflash.log", scheduler, env=env)
     assert "first narrowed block" in log, log[-3000:]
+    assert re.search(r"verify graphs: widths \[6, 8, 10, 12\] captured for bs \[[\d, ]+\]", log), log[-3000:]
+    assert re.search(r"first narrowed verify, \d+ positions x \d+ requests, cuda graph: True", log), log[-3000:]
     assert s_single == p_single
     assert s_batch == p_batch
 

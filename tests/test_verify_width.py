@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from helpers import cpu_server_args, dflash_args, free_port, server, tiny_models
+from sglang_dflash.verify_graphs import graph_widths, narrowing_batch_sizes
 from sglang_dflash.verify_width import AcceptanceTracker, VerifyWidth, choose_width, expected_commit
 from test_server_acceptance import ORACLE_ENV, run, scenarios
 
@@ -41,6 +42,33 @@ def test_choice_maximises_the_modelled_rate():
 
     best = choose_width(qs, 16, knee, cost)
     assert all(rate(best) >= rate(w) - 1e-9 for w in range(2, 17))
+
+
+def test_span_prices_tokens_past_the_knee():
+    """The H200-measured model (knee 128, span 224, draft 0.26 of a memory-bound verify): at 32
+    requests drafting 8.59 tokens per block (q = 0.909), about half the block is worth verifying,
+    and a longer span (cheaper tokens past the knee) keeps the block wider."""
+    qs = [0.909] * 32
+    assert choose_width(qs, 16, 128, 0.26, span=224) == 9
+    assert choose_width(qs, 16, 128, 0.26, span=224) < choose_width(qs, 16, 128, 0.26, span=448) < 16
+
+
+def test_choice_is_among_the_graphed_widths():
+    qs = [0.909] * 32
+    assert choose_width(qs, 16, 128, 0.26, span=224, widths=[6, 8, 10, 12]) == 8
+    assert choose_width(qs, 16, 128, 0.26, span=224, widths=[12]) == 12
+    assert choose_width(qs, 16, 128, 0.26, span=224, widths=[]) == 16  # only the full block is graphed
+    assert choose_width([0.0] * 4, 16, 128, widths=[6]) == 16  # below the knee: the whole block
+
+
+def test_graph_widths_and_sizes():
+    assert graph_widths(16, "12, 6,8,6") == [6, 8, 12]
+    assert graph_widths(16, "") == []
+    for bad in ("16", "1", "eight"):
+        with pytest.raises(ValueError, match="SGLANG_DFLASH_VERIFY_GRAPH_WIDTHS"):
+            graph_widths(16, bad)
+    # a narrower block can only pay where the full one is past the knee
+    assert narrowing_batch_sizes([1, 2, 4, 8, 12, 16, 24, 32], 16, 128) == [12, 16, 24, 32]
 
 
 def test_tracker_counts_a_run_cut_by_the_width_as_no_rejection():
@@ -91,7 +119,8 @@ def test_partial_verify_is_lossless(tmp_path):
     target = os.path.join(models, "qwen3-pi")
     with server(cpu_server_args(target, free_port()), tmp_path / "plain.log") as srv:
         plain = run(srv.url, cases)
-    env = {**ORACLE_ENV, "SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24"}
+    env = {**ORACLE_ENV, "SGLANG_DFLASH_VERIFY_WIDTH": "auto", "SGLANG_DFLASH_VERIFY_KNEE": "24",
+           "SGLANG_DFLASH_VERIFY_SPAN": "24"}
     spec_args = cpu_server_args(target, free_port()) + dflash_args(os.path.join(models, "qwen3-pi-oracle"))
     with server(spec_args, tmp_path / "dflash.log", env=env) as srv:
         spec = run(srv.url, cases)
