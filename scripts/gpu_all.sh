@@ -12,8 +12,8 @@
 #   GPU 2+3: tensor parallelism: the tiny TP2 tests, the sampling-law server test (GPU 2), then the
 #          benchmark with --tp 2.
 # With 2 GPUs: the TP2 tests and the TP2 benchmark (on H200s then issue 5's attention sweep and
-# c32 A/B, and the Gemma-4 TP1 lossless tests, one GPU each).  With 1: the c1/c32 benchmark (plain,
-# built-in, ours with and without overlap, ours with the adaptive width), Gemma-4 lossless tests,
+# c32 A/B, and the Gemma-4 TP1 lossless tests, one GPU each).  With 1: Gemma-4 lossless tests, the
+# c1/c32 benchmark (plain, built-in, ours with and without overlap, ours with the adaptive width),
 # the kernels, the sweep and its c32 run (FULL=1: then the soak and the sampling law), in that order.
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
@@ -70,12 +70,15 @@ elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue
     tuned_c32 0 plain,ours-controlled,ours-controlled+tuned &
     (tests 1 "gemma4 and cuda_graphs and not tp2" tests_gemma4 420; tests 1 "kernel" tests_kernels 120) &
   fi
-else  # issue 5 on one card: plain, the built-in, ours with and without overlap and with the
-  # load-adaptive width (narrower widths graphed) at c1 and c32; then Gemma-4 lossless under both
-  # schedulers (graphed narrow verifies included), the kernels, and the attention sweep with its
-  # c32 run against this run's plain continuations; FULL=1 adds the soak and the sampling law
-  CONCURRENCY=1,32 bench 0 "$D/bench" 30000 plain,builtin,ours-controlled+nooverlap,ours-controlled,ours-controlled+auto
-  tests 0 "(gemma4 and cuda_graphs and not tp2) or partial_verify" tests_gemma4 600
+else  # issue 5 on one card: Gemma-4 lossless under both schedulers (graphed narrow verifies
+  # included); plain, the built-in, ours with and without overlap, and (where the narrow verifies
+  # passed) ours with the load-adaptive width, at c1 and c32; the kernels; the attention sweep and
+  # its c32 run against this run's plain continuations; FULL=1 adds the soak and the sampling law
+  tests 0 "(gemma4 and cuda_graphs and not tp2) or partial_verify" tests_gemma4 540
+  MODES1=plain,builtin,ours-controlled+nooverlap,ours-controlled
+  grep -q "PASSED tests/test_gpu.py::test_gpu_partial_verify_equals_plain\[overlap\]" "$D/tests_gemma4.log" \
+    && MODES1=$MODES1,ours-controlled+auto
+  CONCURRENCY=1,32 bench 0 "$D/bench" 30000 "$MODES1"
   tests 0 "kernel" tests_kernels 120
   tuned_c32 0 ours-controlled+auto+tuned "--continuations $D/bench/continuations.json"
   if [ -n "${FULL:-}" ]; then
