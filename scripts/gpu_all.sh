@@ -75,10 +75,10 @@ else  # issue 5 on one card: Gemma-4 lossless under both schedulers (graphed nar
   # passed) ours with the load-adaptive width, at c1 and c32; the kernels; the attention sweep and
   # its c32 run against this run's plain continuations; FULL=1 adds the soak and the sampling law
   tests 0 "(gemma4 and cuda_graphs and not tp2) or partial_verify" tests_gemma4 540
-  MODES1=plain,builtin,ours-controlled+nooverlap,ours-controlled
+  MODES1=${BENCH_MODES:-plain,builtin,ours-controlled+nooverlap,ours-controlled}
   grep -q "PASSED tests/test_gpu.py::test_gpu_partial_verify_equals_plain\[overlap\]" "$D/tests_gemma4.log" \
     && MODES1=$MODES1,ours-controlled+auto
-  CONCURRENCY=1,32 bench 0 "$D/bench" 30000 "$MODES1"
+  CONCURRENCY=${CONCURRENCY:-1,32} bench 0 "$D/bench" 30000 "$MODES1"
   tests 0 "kernel" tests_kernels 120
   tuned_c32 0 ours-controlled+auto+tuned "--continuations $D/bench/continuations.json"
   if [ -n "${FULL:-}" ]; then
