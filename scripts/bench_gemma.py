@@ -27,6 +27,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -267,6 +268,9 @@ def main() -> None:
                     help="in run order; ours-controlled (needs --accept) runs last unless placed; "
                          f"variants after '+': {', '.join(VARIANTS)} (e.g. ours-controlled+nooverlap)")
     ap.add_argument("--port", type=int, default=30000)
+    ap.add_argument("--server-args", default="", metavar="ARGS",
+                    help="appended to every server's arguments (later flags win), e.g. "
+                         "'--mem-fraction-static 0.93 --swa-full-tokens-ratio 1.0' to fit c32 on an 80 GB card")
     ap.add_argument("--accept", type=float, default=None, help="also run ours with controlled acceptance")
     ap.add_argument("--draft-backend", default="triton")
     ap.add_argument("--tp", type=int, default=1, help="--tp-size of every server (2: two GPUs)")
@@ -342,7 +346,7 @@ def main() -> None:
 def run_mode(a, mode: str, tag: str, base: str, extra: list[str], env: dict, concs: list[int],
              pool: list[list[int]], conts_path: str) -> list[dict]:
     log_path = os.path.join(a.out, f"server_{tag}.log")
-    proc = start(server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp) + extra, env, log_path)
+    proc = start(server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp) + shlex.split(a.server_args) + extra, env, log_path)
     try:
         if mode == "plain" and not a.continuations:  # the target's own greedy continuations
             with ThreadPoolExecutor(max(concs)) as ex:
