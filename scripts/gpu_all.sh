@@ -32,7 +32,7 @@ bench() {  # $1: GPUs, $2: out dir, $3: port, $4: modes, $5: extra args
   mkdir -p "$2"
   CUDA_VISIBLE_DEVICES=$1 timeout "$BENCH_S" python scripts/bench_gemma.py --configs .devbundle/configs \
     --concurrency "${CONCURRENCY:-1,8,32}" --new-tokens "${NEW_TOKENS:-256}" --modes "$4" --accept 8.59 --port "$3" --out "$2" \
-    --server-args "${SERVER_ARGS:-}" $5 > "$2/bench.log" 2>&1
+    --server-args "${SERVER_ARGS:-}" ${5:-} > "$2/bench.log" 2>&1
   echo "bench rc $?" >> "$2/bench.log"
 }
 tests() {  # $1: GPUs, $2: pytest -k expression, $3: log name, $4: seconds (server logs under $D/$3/)
