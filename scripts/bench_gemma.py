@@ -346,7 +346,8 @@ def main() -> None:
 def run_mode(a, mode: str, tag: str, base: str, extra: list[str], env: dict, concs: list[int],
              pool: list[list[int]], conts_path: str) -> list[dict]:
     log_path = os.path.join(a.out, f"server_{tag}.log")
-    proc = start(server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp) + shlex.split(a.server_args) + extra, env, log_path)
+    args = server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp) + shlex.split(a.server_args) + extra
+    proc = start(args, env, log_path)
     try:
         if mode == "plain" and not a.continuations:  # the target's own greedy continuations
             with ThreadPoolExecutor(max(concs)) as ex:
