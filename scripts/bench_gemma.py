@@ -64,7 +64,8 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], port: int, tp: int = 1) -> list[str]:
+def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], port: int, tp: int = 1,
+                radix_cache: bool = False) -> list[str]:
     max_bs = max(concs)
     args = ["--model-path", os.path.join(cfg_dir, "gemma-4-31B-it"), "--load-format", "dummy",
             "--skip-tokenizer-init", "--host", "127.0.0.1", "--port", str(port),
@@ -76,7 +77,9 @@ def server_args(cfg_dir: str, mode: str, draft_backend: str, concs: list[int], p
             # left 3 GB for activations: both DFLASH workers ran out of memory at c32 (2x H200, 0.85).
             "--max-running-requests", str(max_bs), "--mem-fraction-static", "0.85" if tp == 1 else "0.75",
             "--context-length", "4096",
-            "--disable-radix-cache", "--chunked-prefill-size", "2048", "--log-level", "info", "--tp-size", str(tp)]
+            "--chunked-prefill-size", "2048", "--log-level", "info", "--tp-size", str(tp)]
+    if not radix_cache:
+        args.append("--disable-radix-cache")
     if mode != "plain":
         args += ["--speculative-algorithm", "DFLASH",
                  "--speculative-draft-model-path", os.path.join(cfg_dir, "gemma-4-31B-it-DFlash"),
@@ -264,6 +267,13 @@ def main() -> None:
     ap.add_argument("--configs", default=".devbundle/configs")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--prompt-len", type=int, default=256, help="tokens per random prompt")
+    ap.add_argument("--radix-cache", action="store_true",
+                    help="keep SGLang's radix cache.  With it off, SGLang 0.5.17 sizes the sliding-window pool "
+                         "for a full window (1024 tokens) per running request: at c32 that is 28 GiB, more than "
+                         "an 80 GB card has left beside gemma-4-31B-it's weights.  With it on, the pools follow "
+                         "--swa-full-tokens-ratio, and repeated prompts hit the cache (decode figures unchanged; "
+                         "the wall-clock tok/s then counts less prefill)")
     ap.add_argument("--modes", default="plain,builtin,ours",
                     help="in run order; ours-controlled (needs --accept) runs last unless placed; "
                          f"variants after '+': {', '.join(VARIANTS)} (e.g. ours-controlled+nooverlap)")
@@ -289,7 +299,7 @@ def main() -> None:
     global URL
     URL = f"http://127.0.0.1:{a.port}"
     concs = [int(c) for c in a.concurrency.split(",")]
-    pool = prompts(max(max(concs), 4))
+    pool = prompts(max(max(concs), 4), a.prompt_len)
     base_env = dict(os.environ, SGLANG_SWA_EVICTION_INTERVAL=os.environ.get("SGLANG_SWA_EVICTION_INTERVAL", "8"))
     conts_path = a.continuations or os.path.join(a.out, "continuations.json")
     runs = [m for m in a.modes.split(",") if m]
@@ -346,7 +356,8 @@ def main() -> None:
 def run_mode(a, mode: str, tag: str, base: str, extra: list[str], env: dict, concs: list[int],
              pool: list[list[int]], conts_path: str) -> list[dict]:
     log_path = os.path.join(a.out, f"server_{tag}.log")
-    args = server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp) + shlex.split(a.server_args) + extra
+    args = (server_args(a.configs, base, a.draft_backend, concs, a.port, a.tp, a.radix_cache) + shlex.split(a.server_args)
+            + extra)
     proc = start(args, env, log_path)
     try:
         if mode == "plain" and not a.continuations:  # the target's own greedy continuations
