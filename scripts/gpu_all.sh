@@ -16,7 +16,8 @@
 # c1/c32 benchmark (plain, built-in, ours with and without overlap, ours with the adaptive width),
 # the kernels, the sweep and its c32 run (FULL=1: then the soak and the sampling law), in that order.
 # SKIP_TESTS=1 leaves out the one-GPU tests (BENCH_MODES then names +auto itself); SERVER_ARGS is
-# appended to every benchmark server (an 80 GB card needs more than the default static share at c32).
+# appended to every benchmark server.  One 80 GB card gets the settings that fit c32 there (radix cache
+# on, 128-token prompts and outputs, 0.93 static: BENCHMARKS.md, session 9).
 set -u
 D=${GPU_ALL_DIR:-/tmp/gpu_all}
 BENCH_S=${BENCH_S:-1000}
@@ -32,7 +33,7 @@ bench() {  # $1: GPUs, $2: out dir, $3: port, $4: modes, $5: extra args
   mkdir -p "$2"
   CUDA_VISIBLE_DEVICES=$1 timeout "$BENCH_S" python scripts/bench_gemma.py --configs .devbundle/configs \
     --concurrency "${CONCURRENCY:-1,8,32}" --new-tokens "${NEW_TOKENS:-256}" --modes "$4" --accept 8.59 --port "$3" --out "$2" \
-    --server-args="${SERVER_ARGS:-}" ${5:-} > "$2/bench.log" 2>&1
+    --server-args="${SERVER_ARGS:-}" ${FIT_ARGS:-} ${5:-} > "$2/bench.log" 2>&1
   echo "bench rc $?" >> "$2/bench.log"
 }
 tests() {  # $1: GPUs, $2: pytest -k expression, $3: log name, $4: seconds (server logs under $D/$3/)
@@ -78,6 +79,11 @@ else  # issue 5 on one card: Gemma-4 lossless under both schedulers (graphed nar
   # included); plain, the built-in, ours with and without overlap, and (where the narrow verifies
   # passed) ours with the load-adaptive width, at c1 and c32; the kernels; the attention sweep and
   # its c32 run against this run's plain continuations; FULL=1 adds the soak and the sampling law
+  if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -lt 100000 ]; then
+    # 80 GB: with the radix cache off SGLang sizes the sliding-window pool for a full window per request
+    SERVER_ARGS=${SERVER_ARGS:---mem-fraction-static 0.93 --swa-full-tokens-ratio 1.0}
+    FIT_ARGS="--radix-cache --prompt-len 128"; NEW_TOKENS=${NEW_TOKENS:-128}
+  fi
   [ -n "${SKIP_TESTS:-}" ] || tests 0 "(gemma4 and cuda_graphs and not tp2) or partial_verify" tests_gemma4 540
   MODES1=${BENCH_MODES:-plain,builtin,ours-controlled+nooverlap,ours-controlled}
   case ",$MODES1," in
