@@ -23,6 +23,7 @@ D=${GPU_ALL_DIR:-/tmp/gpu_all}
 BENCH_S=${BENCH_S:-1000}
 rm -rf "$D"; mkdir -p "$D"
 NGPU=$(nvidia-smi -L | wc -l)
+BIG_CARD=$([ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -ge 100000 ] && echo 1)
 nvidia-smi > "$D/nvidia-smi.txt"
 export PYTHONUNBUFFERED=1
 # Build the tiny models once, before parallel jobs would race on the same directory.
@@ -71,7 +72,7 @@ elif [ "$NGPU" -ge 2 ]; then  # a 2-GPU machine is for tensor parallelism (issue
   # ... then, where one card holds the 31B model with a c32 KV pool (H200), issue 5 on one GPU
   # each: the attention sweep and its A/B (GPU 0); Gemma-4 lossless at TP1 with hook 9 and the
   # kernels (GPU 1).  About 14 + 15 minutes in all: SKIP_TP2=1 or SKIP_C32=1 runs one half.
-  if [ -z "${SKIP_C32:-}" ] && [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -ge 100000 ]; then
+  if [ -z "${SKIP_C32:-}" ] && [ -n "$BIG_CARD" ]; then
     tuned_c32 0 plain,ours-controlled,ours-controlled+tuned &
     (tests 1 "gemma4 and cuda_graphs and not tp2" tests_gemma4 420; tests 1 "kernel" tests_kernels 120) &
   fi
@@ -79,7 +80,7 @@ else  # issue 5 on one card: Gemma-4 lossless under both schedulers (graphed nar
   # included); plain, the built-in, ours with and without overlap, and (where the narrow verifies
   # passed) ours with the load-adaptive width, at c1 and c32; the kernels; the attention sweep and
   # its c32 run against this run's plain continuations; FULL=1 adds the soak and the sampling law
-  if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0)" -lt 100000 ]; then
+  if [ -z "$BIG_CARD" ]; then
     # 80 GB: with the radix cache off SGLang sizes the sliding-window pool for a full window per request
     SERVER_ARGS=${SERVER_ARGS:---mem-fraction-static 0.93 --swa-full-tokens-ratio 1.0}
     FIT_ARGS="--radix-cache --prompt-len 128"; NEW_TOKENS=${NEW_TOKENS:-128}
